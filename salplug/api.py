@@ -1,0 +1,230 @@
+"""``explain()`` and ``Explainer``: resolve the backend and the method, check everything, run."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .errors import CapabilityError, ModelOutputError, ParameterError, SalplugError, TargetError, did_you_mean
+from .plugins import PluginHost, get_host
+from .types import Attribution, Context, MethodOutput, Targets
+
+DEFAULT_BATCH_SIZE = 16
+
+
+def create_adapter(host: PluginHost, model: Any, backend: str = "auto", **options: Any) -> Any:
+    """Wrap ``model`` in the adapter of ``backend`` ("auto" asks the detect_backend hook)."""
+    if backend in (None, "auto"):
+        backend = host.detect_backend(model)
+        if backend is None:
+            raise SalplugError(
+                f"Could not tell which backend runs a model of type {type(model).__module__}."
+                f"{type(model).__qualname__}. Pass backend= one of: "
+                f"{', '.join(host.backends.names())}."
+            )
+    component = host.backends.get(backend)
+    adapter_cls = component.load()
+    adapter = adapter_cls(model, **options)
+    adapter.name = component.name
+    return adapter
+
+
+def load_method(host: PluginHost, name: str, adapter: Any) -> Any:
+    """Instantiate method ``name`` after checking the adapter provides what it requires."""
+    component = host.methods.get(name)
+    cls = component.load()
+    method = cls() if isinstance(cls, type) else cls
+    requires = frozenset(component.metadata.get("requires", ())) | frozenset(getattr(method, "requires", ()))
+    missing = requires - frozenset(adapter.provides)
+    if missing:
+        raise CapabilityError(
+            f"Method {component.name!r} needs {', '.join(sorted(missing))}, which the "
+            f"{adapter.name!r} backend does not provide (it provides: "
+            f"{', '.join(sorted(adapter.provides)) or 'nothing'}). Use another backend or method."
+        )
+    method.name = component.name
+    return method
+
+
+def method_parameters(method: Any) -> tuple[dict[str, Any], bool]:
+    """(accepted keyword parameters with their defaults, whether **kwargs is accepted)."""
+    sig = inspect.signature(method.explain)
+    params: dict[str, Any] = {}
+    var_kw = False
+    for p in sig.parameters.values():
+        if p.kind is p.KEYWORD_ONLY:
+            params[p.name] = p.default
+        elif p.kind is p.VAR_KEYWORD:
+            var_kw = True
+    return params, var_kw
+
+
+def resolve_params(method: Any, params: dict[str, Any]) -> dict[str, Any]:
+    """Check ``params`` names against the method's signature; return them with defaults filled."""
+    accepted, var_kw = method_parameters(method)
+    if not var_kw:
+        for key in params:
+            if key not in accepted:
+                raise ParameterError(
+                    f"Method {method.name!r} has no parameter {key!r}.{did_you_mean(key, accepted)} "
+                    f"Accepted: {', '.join(accepted) or 'none'}."
+                )
+    merged = {k: v for k, v in accepted.items() if v is not inspect.Parameter.empty}
+    merged.update(params)
+    missing = [k for k, v in accepted.items() if v is inspect.Parameter.empty and k not in params]
+    if missing:
+        raise ParameterError(f"Method {method.name!r} needs parameter(s): {', '.join(missing)}.")
+    return merged
+
+
+def run_method(ctx: Context, name: str, x: np.ndarray, targets: Targets,
+               params: dict[str, Any]) -> MethodOutput:
+    """Validate and run one registered method on canonical ``x``."""
+    method = load_method(ctx.host, name, ctx.adapter)
+    full = resolve_params(method, params)
+    method.check(ctx, x, targets, **full) if hasattr(method, "check") else None
+    out = method.explain(ctx, x, targets, **full)
+    if not isinstance(out, MethodOutput):
+        out = MethodOutput(np.asarray(out))
+    if out.values.shape[:1] != x.shape[:1]:
+        raise ModelOutputError(
+            f"Method {name!r} returned values of shape {out.values.shape} for a batch of "
+            f"{x.shape[0]} inputs; a method must return one map per input (batch first)."
+        )
+    out.extras.setdefault("params", full)
+    return out
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def resolve_targets(adapter: Any, x: np.ndarray, target: Any, batch_size: int) -> Targets:
+    """Turn the user's ``target`` into per-sample Targets, checking range before model work.
+
+    ``None`` or ``"top1"`` picks each sample's highest output (one forward pass).
+    """
+    n = x.shape[0]
+    supports = getattr(adapter, "supports_targets", True)
+    if callable(target) and not isinstance(target, type):
+        if not supports:
+            raise TargetError(f"The {adapter.name!r} backend cannot apply a target callable.")
+        return Targets(fn=target)
+    if target is None or (isinstance(target, str) and target.lower() in ("top1", "top-1", "auto")):
+        if not supports:
+            return Targets.none()
+        outputs = [adapter.outputs(x[s]) for s in _slices(n, batch_size)]
+        return Targets(np.concatenate([np.asarray(o).reshape(len(o), -1).argmax(axis=1) for o in outputs]))
+    if not supports:
+        raise TargetError(
+            f"The {adapter.name!r} backend explains the scalar its model returns; it takes no "
+            f"target (got {target!r}). Select the class inside your function, or configure "
+            f"the backend's target_arg."
+        )
+    if _is_int(target):
+        indices = np.full(n, int(target), dtype=np.int64)
+    else:
+        if hasattr(target, "detach"):  # a torch tensor
+            target = target.detach().cpu().numpy()
+        if isinstance(target, str) or not isinstance(target, (Sequence, np.ndarray)):
+            raise TargetError(
+                f"target must be an int, one int per sample, a callable on the model output, "
+                f"'top1' or None; got {type(target).__name__} {target!r}."
+            )
+        arr = np.asarray(target)
+        if arr.ndim != 1 or arr.dtype.kind not in "iu":
+            raise TargetError(f"target as a list must hold one int per sample; got {target!r}.")
+        if len(arr) != n:
+            raise TargetError(f"target has {len(arr)} entries but the batch has {n} samples; give one per sample.")
+        indices = arr.astype(np.int64)
+    k = adapter.num_outputs()
+    bad = indices[(indices < 0) | ((indices >= k) if k is not None else False)]
+    if bad.size:
+        limit = f"0..{k - 1}" if k is not None else "non-negative"
+        raise TargetError(f"target {int(bad[0])} is out of range: the model's output classes are {limit}.")
+    return Targets(indices)
+
+
+def _slices(total: int, size: int):
+    for start in range(0, total, max(1, size)):
+        yield slice(start, min(start + size, total))
+
+
+class Explainer:
+    """Keeps a model's adapter for repeated explanations.
+
+    Parameters
+    ----------
+    model : the model (torch module, Keras model, a call_model_function, ...).
+    backend : backend name or "auto".
+    batch_size : rows per model call for inner work (IG steps, noise samples, windows).
+    progress : show progress bars on long work.
+    host : plugin host to use (default: the process-wide one).
+    **backend_options : passed to the backend (e.g. ``device``, ``output`` for torch).
+    """
+
+    def __init__(self, model: Any, backend: str = "auto", *, batch_size: int | None = None,
+                 progress: bool = False, host: PluginHost | None = None, **backend_options: Any):
+        self.host = host or get_host()
+        self.adapter = create_adapter(self.host, model, backend, **backend_options)
+        if batch_size is not None and (not _is_int(batch_size) or batch_size < 1):
+            raise ParameterError(f"batch_size must be a positive int, got {batch_size!r}.")
+        self.batch_size = batch_size or getattr(self.adapter, "default_batch_size", DEFAULT_BATCH_SIZE)
+        self.progress = progress
+
+    @property
+    def backend(self) -> str:
+        return self.adapter.name
+
+    def explain(self, x: Any, method: str = "gradients", *, target: Any = None, layout: str | None = None,
+                batch_size: int | None = None, progress: bool | None = None, **params: Any) -> Attribution:
+        """Explain ``x`` (one input or a batch) with ``method``; see ``salplug.explain``."""
+        m = load_method(self.host, method, self.adapter)
+        full = resolve_params(m, params)
+        canonical, info = self.adapter.to_canonical(x, layout)
+        size = batch_size or self.batch_size
+        ctx = Context(self.adapter, self.host, size, self.progress if progress is None else progress)
+        m.check(ctx, canonical, Targets.none(), **full) if hasattr(m, "check") else None
+        targets = resolve_targets(self.adapter, canonical, target, size)
+        out = run_method(ctx, m.name, canonical, targets, full)
+        values = np.asarray(out.values, dtype=np.float32)
+        extras = {k: v for k, v in out.extras.items() if k != "params"}
+        return Attribution(
+            values=self.adapter.from_canonical(values, info),
+            canonical=values,
+            method=m.name,
+            params=full,
+            target=targets.describe(),
+            backend=self.adapter.name,
+            extras=extras,
+            batched=info.batched,
+        )
+
+
+def explain(model: Any, x: Any, method: str = "gradients", *, target: Any = None, backend: str = "auto",
+            batch_size: int | None = None, layout: str | None = None, progress: bool = False,
+            host: PluginHost | None = None, backend_options: dict[str, Any] | None = None,
+            **params: Any) -> Attribution:
+    """Compute a saliency map.
+
+    Parameters
+    ----------
+    model : torch module, Keras model, TF1 graph bundle or call_model_function.
+    x : one input or a batch, as you hold it (numpy NHWC/HWC, torch NCHW/CHW, ...).
+    method : registered method name (``salplug list`` shows them), e.g. "integrated_gradients".
+    target : class index, one index per sample, a callable on the model output, or None (top-1).
+    backend : "auto", "torch", "tf2", "tf1", "callable" or a plugin's backend.
+    batch_size : rows per model call for the method's inner work.
+    layout : the input's layout when the default guess is wrong ("NHWC", "NCHW", "HWC", "CHW").
+    **params : the method's parameters (e.g. ``steps=50``).
+
+    Returns
+    -------
+    Attribution with ``values`` in the input's layout and type.
+    """
+    explainer = Explainer(model, backend, batch_size=batch_size, progress=progress, host=host,
+                          **(backend_options or {}))
+    return explainer.explain(x, method, target=target, layout=layout, **params)

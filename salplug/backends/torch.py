@@ -1,0 +1,270 @@
+"""PyTorch backend: wraps an ``nn.Module`` (or a callable returning logits).
+
+Layout: the caller's tensors are NCHW (CHW for one image); numpy inputs NHWC (HWC).
+Work runs on the model's device; parameters are frozen during a call (so they never
+accumulate gradients), and every hook is removed when the call ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import numpy as np
+
+try:
+    import torch
+    from torch import nn
+except ImportError as exc:  # pragma: no cover - exercised without torch installed
+    from ..errors import BackendUnavailableError
+
+    raise BackendUnavailableError(
+        'The torch backend needs PyTorch. Install it with: pip install "salplug[torch]"'
+    ) from exc
+
+from ..errors import InputError, LayerError, ModelOutputError, ParameterError, TargetError, did_you_mean
+from ..layout import canonical_to_layout, check_channels, default_layout, numpy_to_canonical
+from ..types import GUIDED_GRADIENTS, INPUT_GRADIENTS, LAYER_GRADIENTS, SCORES, InputInfo, Targets
+
+
+def default_output_selector(out: Any) -> torch.Tensor:
+    """Pick the logits from a model's output: a tensor, tuple/list (first), dict ("logits")."""
+    if torch.is_tensor(out):
+        return out
+    if isinstance(out, (tuple, list)) and out and torch.is_tensor(out[0]):
+        return out[0]
+    if isinstance(out, Mapping):
+        if "logits" in out:
+            return out["logits"]
+        raise ModelOutputError(
+            f"The model returned a dict with keys {sorted(map(str, out))}; pass "
+            f"output='<key>' (or a callable) to say which entry holds the logits."
+        )
+    if torch.is_tensor(getattr(out, "logits", None)):
+        return out.logits
+    raise ModelOutputError(
+        f"The model returned {type(out).__name__}, not a tensor; pass output= an index, a key "
+        f"or a callable that selects the logits tensor."
+    )
+
+
+def make_output_selector(output: Any) -> Callable[[Any], torch.Tensor]:
+    if output is None:
+        return default_output_selector
+    if callable(output):
+        return output
+    if isinstance(output, (int, str)):
+        def select(out: Any) -> torch.Tensor:
+            try:
+                return out[output]
+            except (KeyError, IndexError, TypeError) as exc:
+                raise ModelOutputError(f"output={output!r} does not select anything in the model's "
+                                       f"{type(out).__name__} output: {exc}") from exc
+        return select
+    raise ParameterError(f"output must be None, an int, a str or a callable; got {output!r}.")
+
+
+def _first(model: nn.Module, kind: type) -> nn.Module | None:
+    return next((m for m in model.modules() if isinstance(m, kind)), None)
+
+
+def infer_num_classes(model: Any) -> int | None:
+    """Classes, when the last module with parameters is a Linear layer (else unknown)."""
+    if not isinstance(model, nn.Module):
+        return None
+    last = None
+    for module in model.modules():
+        if any(True for _ in module.parameters(recurse=False)):
+            last = module
+    return last.out_features if isinstance(last, nn.Linear) else None
+
+
+class TorchAdapter:
+    """A PyTorch model as a salplug ``ModelAdapter``.
+
+    Parameters
+    ----------
+    model : nn.Module or callable taking an NCHW tensor and returning logits.
+    device : where to run (default: the device of the model's parameters).
+    output : selects the logits from a tuple/dict output (index, key or callable).
+    num_classes : number of outputs, for early target checks (default: inferred).
+    """
+
+    name = "torch"
+    provides = frozenset({SCORES, INPUT_GRADIENTS, LAYER_GRADIENTS, GUIDED_GRADIENTS})
+    default_batch_size = 16
+    supports_targets = True
+
+    def __init__(self, model: Any, *, device: Any = None, output: Any = None,
+                 num_classes: int | None = None) -> None:
+        if not callable(model):
+            raise ParameterError(f"The torch backend needs an nn.Module or a callable, got {type(model).__name__}.")
+        self.model = model
+        self.select = make_output_selector(output)
+        params = list(model.parameters()) if isinstance(model, nn.Module) else []
+        buffers = list(model.buffers()) if isinstance(model, nn.Module) else []
+        first = (params or buffers or [None])[0]
+        self.device = torch.device(device) if device is not None else (
+            first.device if first is not None else torch.device("cpu"))
+        self.dtype = first.dtype if first is not None and first.is_floating_point() else torch.float32
+        self._num_classes = num_classes if num_classes is not None else infer_num_classes(model)
+        conv = _first(model, nn.Conv2d) if isinstance(model, nn.Module) else None
+        self.in_channels = conv.in_channels if conv is not None else None
+
+    # -- conversion ------------------------------------------------------------------------
+    def to_canonical(self, x: Any, layout: str | None = None) -> tuple[np.ndarray, InputInfo]:
+        if torch.is_tensor(x):
+            arr = x.detach().to("cpu", torch.float32).numpy()
+            kind, device, channels_first = "torch", x.device, True
+        else:
+            try:
+                arr = np.asarray(x)
+            except Exception as exc:  # noqa: BLE001
+                raise InputError(f"Cannot read the input ({type(x).__name__}) as an array: {exc}") from exc
+            kind, device, channels_first = "numpy", None, False
+        if self.in_channels is not None and arr.ndim not in (3, 4):
+            raise InputError(
+                f"The model is a 2-D convolutional network, so the input must be one image "
+                f"(C, H, W) / (H, W, C) or a batch (N, C, H, W) / (N, H, W, C); got shape {arr.shape}."
+            )
+        canonical, info = numpy_to_canonical(arr, layout or default_layout(arr.ndim, channels_first),
+                                             kind=kind, device=device)
+        check_channels(canonical, self.in_channels, info, arr.shape)
+        return canonical, info
+
+    def from_canonical(self, values: np.ndarray, info: InputInfo) -> Any:
+        out = canonical_to_layout(values, info)
+        if info.kind == "torch":
+            return torch.from_numpy(out).to(info.device)
+        return out
+
+    def _tensor(self, x: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(np.ascontiguousarray(x)).to(self.device, self.dtype)
+        return t.permute(0, 3, 1, 2) if t.ndim == 4 else t
+
+    @staticmethod
+    def _numpy(t: torch.Tensor) -> np.ndarray:
+        if t.ndim == 4:
+            t = t.permute(0, 2, 3, 1)
+        return t.detach().to("cpu", torch.float32).numpy()
+
+    # -- model calls -----------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _frozen(self) -> Iterator[None]:
+        """Parameters stop requiring grad for the call, so no .grad ever accumulates."""
+        params = [p for p in self.model.parameters() if p.requires_grad] if isinstance(self.model, nn.Module) else []
+        for p in params:
+            p.requires_grad_(False)
+        try:
+            with torch.enable_grad():
+                yield
+        finally:
+            for p in params:
+                p.requires_grad_(True)
+
+    def _logits(self, t: torch.Tensor) -> torch.Tensor:
+        out = self.select(self.model(t))
+        if not torch.is_tensor(out):
+            raise ModelOutputError(f"The selected model output is {type(out).__name__}, not a tensor.")
+        return out
+
+    def _select(self, out: torch.Tensor, targets: Targets) -> torch.Tensor:
+        m = out.shape[0]
+        if targets.fn is not None:
+            s = targets.fn(out)
+            if not torch.is_tensor(s) or s.reshape(-1).shape[0] != m:
+                raise TargetError(
+                    f"The target callable must return one scalar per sample (a tensor of {m} "
+                    f"values); it returned {getattr(s, 'shape', type(s).__name__)}."
+                )
+            return s.reshape(m)
+        if targets.indices is None:
+            if out.numel() == m:
+                return out.reshape(m)
+            raise TargetError(f"The model output has shape {tuple(out.shape)}; give a target class.")
+        if out.ndim != 2:
+            raise TargetError(
+                f"Class targets need (N, classes) logits, but the model output has shape "
+                f"{tuple(out.shape)}. Pass a target callable that reduces it to one value per sample."
+            )
+        k = out.shape[1]
+        idx = targets.indices
+        if idx.min() < 0 or idx.max() >= k:
+            raise TargetError(f"target {int(idx.max() if idx.max() >= k else idx.min())} is out of "
+                              f"range: the model has {k} output classes (0..{k - 1}).")
+        return out.gather(1, torch.as_tensor(idx, device=out.device).view(-1, 1)).view(m)
+
+    def num_outputs(self) -> int | None:
+        return self._num_classes
+
+    def outputs(self, x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            out = self._logits(self._tensor(x))
+        return out.detach().to("cpu", torch.float32).numpy().reshape(len(x), -1)
+
+    def scores(self, x: np.ndarray, targets: Targets) -> np.ndarray:
+        with torch.no_grad():
+            return self._select(self._logits(self._tensor(x)), targets).to("cpu", torch.float32).numpy()
+
+    def input_gradients(self, x: np.ndarray, targets: Targets) -> np.ndarray:
+        with self._frozen():
+            t = self._tensor(x).requires_grad_(True)
+            s = self._select(self._logits(t), targets)
+            (grad,) = torch.autograd.grad(s.sum(), t)
+        return self._numpy(grad)
+
+    def guided_input_gradients(self, x: np.ndarray, targets: Targets) -> np.ndarray:
+        from .torch_guided import guided_relu_gradients
+
+        with guided_relu_gradients(self.model):
+            return self.input_gradients(x, targets)
+
+    # -- layers ----------------------------------------------------------------------------
+    def _module(self, layer: Any) -> nn.Module:
+        if not isinstance(self.model, nn.Module):
+            raise LayerError("Layer methods need an nn.Module model (got a plain callable).")
+        if isinstance(layer, nn.Module):
+            if any(m is layer for m in self.model.modules()):
+                return layer
+            raise LayerError(f"The layer module {type(layer).__name__} is not part of the model.")
+        if not isinstance(layer, str) or not layer:
+            raise LayerError(f"A layer is a module path like 'layer4.1' or an nn.Module, got {layer!r}.")
+        try:
+            return self.model.get_submodule(layer)
+        except AttributeError:
+            names = [n for n, _ in self.model.named_modules() if n]
+            raise LayerError(
+                f"The model has no layer {layer!r}.{did_you_mean(layer, names)} Layers: "
+                f"{', '.join(names[:40])}{' ...' if len(names) > 40 else ''}."
+            ) from None
+
+    def check_layer(self, layer: Any) -> None:
+        self._module(layer)
+
+    def layer_values_and_gradients(self, x: np.ndarray, targets: Targets, layer: Any) -> tuple[np.ndarray, np.ndarray]:
+        module = self._module(layer)
+        captured: list[torch.Tensor] = []
+
+        def hook(_module: nn.Module, _inputs: Any, output: Any) -> Any:
+            first = output[0] if isinstance(output, (tuple, list)) else output
+            leaf = first.detach().requires_grad_(True)
+            captured.append(leaf)
+            replaced = leaf.clone()  # a non-leaf copy, so later in-place ops are allowed
+            if isinstance(output, (tuple, list)):
+                return type(output)([replaced, *output[1:]])
+            return replaced
+
+        handle = module.register_forward_hook(hook)
+        try:
+            with self._frozen():
+                s = self._select(self._logits(self._tensor(x)), targets)
+                if len(captured) != 1:
+                    raise LayerError(f"Layer {layer!r} ran {len(captured)} times in one forward pass; "
+                                     f"choose a layer that runs exactly once.")
+                (grad,) = torch.autograd.grad(s.sum(), captured[0], allow_unused=True)
+        finally:
+            handle.remove()
+        if grad is None:
+            raise LayerError(f"The explained output does not depend on layer {layer!r}.")
+        return self._numpy(captured[0]), self._numpy(grad)

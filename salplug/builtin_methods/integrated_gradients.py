@@ -1,0 +1,91 @@
+"""Integrated Gradients (Sundararajan et al. 2017).
+
+attribution = (x - x') * sum_k w_k * grad f(x' + a_k (x - x')), with the path points a_k and
+weights w_k of a quadrature rule. The default rule is upstream ``saliency``'s: a_k =
+linspace(0, 1, steps) with both ends, each weighted 1/steps.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import ParameterError
+from ..hookspecs import hookimpl
+from ..types import INPUT_GRADIENTS, Method
+from ._rows import add_by_sample, broadcast_rows, sample_and_step
+
+RULES = ("riemann", "left", "right", "middle", "trapezoid", "gausslegendre")
+
+
+def quadrature(steps: int, rule: str = "riemann") -> tuple[np.ndarray, np.ndarray]:
+    """Path points ``alphas`` in [0, 1] and their ``weights`` (summing to 1) for ``rule``."""
+    k = np.arange(steps, dtype=np.float64)
+    if rule == "riemann":  # upstream saliency: both ends included, equal weights
+        return np.linspace(0.0, 1.0, steps), np.full(steps, 1.0 / steps)
+    if rule in ("left", "right", "middle"):
+        offset = {"left": 0.0, "right": 1.0, "middle": 0.5}[rule]
+        return (k + offset) / steps, np.full(steps, 1.0 / steps)
+    if rule == "trapezoid":
+        if steps < 2:
+            raise ParameterError("The trapezoid rule needs steps >= 2.")
+        weights = np.full(steps, 1.0 / (steps - 1))
+        weights[[0, -1]] /= 2
+        return np.linspace(0.0, 1.0, steps), weights
+    if rule == "gausslegendre":
+        nodes, weights = np.polynomial.legendre.leggauss(steps)
+        return (nodes + 1) / 2, weights / 2
+    raise ParameterError(f"Unknown rule {rule!r}; use one of {', '.join(RULES)}.")
+
+
+def check_steps(steps, name: str = "steps") -> None:
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise ParameterError(f"{name} must be a positive int, got {steps!r}.")
+
+
+def path_gradient_sums(ctx, x: np.ndarray, baseline: np.ndarray, targets, alphas: np.ndarray,
+                       weights: np.ndarray, desc: str = "integrated gradients") -> np.ndarray:
+    """sum_k w_k * grad f(x' + a_k (x - x')) per sample, packed in batches of ctx.batch_size."""
+    steps = len(alphas)
+    diff = x - baseline
+    total = np.zeros(x.shape, dtype=np.float64)
+    shape = (-1,) + (1,) * (x.ndim - 1)
+    for rows in ctx.chunks(len(x) * steps, desc):
+        samples, k = sample_and_step(rows, steps)
+        points = broadcast_rows(baseline, samples) + alphas[k].reshape(shape).astype(np.float32) * diff[samples]
+        grads = ctx.adapter.input_gradients(points.astype(np.float32, copy=False), targets.take(samples))
+        add_by_sample(total, samples, grads * weights[k].reshape(shape))
+    return total
+
+
+class IntegratedGradients(Method):
+    """Integrated Gradients along the straight path from ``baseline`` to the input.
+
+    Parameters
+    ----------
+    baseline : None (zeros), a scalar, an array (one sample or one per sample, in the
+        input's layout), or a callable mapping the canonical batch to baselines.
+    steps : number of path points.
+    rule : "riemann" (upstream), "left", "right", "middle", "trapezoid", "gausslegendre".
+    """
+
+    requires = frozenset({INPUT_GRADIENTS})
+
+    def check(self, ctx, x, targets, *, baseline=None, steps=25, rule="riemann"):
+        check_steps(steps)
+        quadrature(steps, rule)
+        if baseline is not None:
+            ctx.as_canonical(baseline, x, "baseline")
+
+    def explain(self, ctx, x, targets, *, baseline=None, steps=25, rule="riemann"):
+        base = np.zeros((1,) + x.shape[1:], np.float32) if baseline is None else ctx.as_canonical(baseline, x, "baseline")
+        base = np.broadcast_to(base, (base.shape[0],) + x.shape[1:])
+        alphas, weights = quadrature(steps, rule)
+        grads = path_gradient_sums(ctx, x, base, targets, alphas, weights)
+        return ((x - base) * grads).astype(np.float32)
+
+
+@hookimpl
+def register_methods(register):
+    register("integrated_gradients", IntegratedGradients, requires=IntegratedGradients.requires,
+             aliases=("ig", "integratedgradients"),
+             description="Integrated Gradients (Sundararajan et al. 2017)")

@@ -1,0 +1,97 @@
+"""SmoothGrad (Smilkov et al. 2017) over any registered method, and VarGrad (Adebayo et al. 2018).
+
+Each input gets ``nsamples`` noisy copies x + N(0, sigma^2), sigma = stdev_spread * (max(x) -
+min(x)) per sample (or an absolute ``stdev``); the base method's maps are combined by
+``mode``: "mean" (SmoothGrad), "squared" (mean of squares: upstream's magnitude=True) or
+"vargrad" (variance).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..api import load_method, resolve_params
+from ..errors import ParameterError
+from ..hookspecs import hookimpl
+from ..types import Method, MethodOutput
+from .integrated_gradients import check_steps
+from ._rows import add_by_sample, sample_and_step
+
+MODES = ("mean", "squared", "vargrad")
+
+
+def make_rng(seed):
+    """A numpy Generator (or the given RandomState) from an int, None or a generator."""
+    if isinstance(seed, (np.random.Generator, np.random.RandomState)):
+        return seed
+    if seed is None or isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+        return np.random.default_rng(seed)
+    raise ParameterError(f"seed must be an int, None or a numpy Generator/RandomState; got {seed!r}.")
+
+
+class SmoothGrad(Method):
+    """Average a base method's maps over noisy copies of each input.
+
+    Parameters
+    ----------
+    base : registered method to smooth (default "gradients").
+    nsamples : noisy copies per input.
+    stdev_spread : noise level relative to each input's value range.
+    stdev : absolute noise level (overrides stdev_spread).
+    mode : "mean", "squared" or "vargrad".
+    seed : int, numpy Generator or RandomState (the same seed gives the same map).
+    base_params : parameters of the base method (other unknown keywords go there too).
+    """
+
+    requires = frozenset()
+
+    def _base(self, ctx, base, base_params, kwargs):
+        if base in ("smoothgrad", self.name):
+            raise ParameterError("SmoothGrad cannot smooth itself; choose another base method.")
+        method = load_method(ctx.host, base, ctx.adapter)
+        return method, resolve_params(method, {**(base_params or {}), **kwargs})
+
+    def check(self, ctx, x, targets, *, base="gradients", nsamples=25, stdev_spread=0.15, stdev=None,
+              mode="mean", seed=None, base_params=None, **kwargs):
+        check_steps(nsamples, "nsamples")
+        if mode not in MODES:
+            raise ParameterError(f"mode must be one of {', '.join(MODES)}; got {mode!r}.")
+        if stdev is None and not (np.isscalar(stdev_spread) and stdev_spread >= 0):
+            raise ParameterError(f"stdev_spread must be a non-negative number, got {stdev_spread!r}.")
+        if stdev is not None and not (np.isscalar(stdev) and stdev >= 0):
+            raise ParameterError(f"stdev must be a non-negative number, got {stdev!r}.")
+        make_rng(seed)
+        method, params = self._base(ctx, base, base_params, kwargs)
+        method.check(ctx, x, targets, **params)
+
+    def explain(self, ctx, x, targets, *, base="gradients", nsamples=25, stdev_spread=0.15, stdev=None,
+                mode="mean", seed=None, base_params=None, **kwargs):
+        method, params = self._base(ctx, base, base_params, kwargs)
+        rng = make_rng(seed)
+        n = len(x)
+        flat = x.reshape(n, -1)
+        sigma = np.full(n, float(stdev)) if stdev is not None else stdev_spread * (flat.max(1) - flat.min(1))
+        shape = (-1,) + (1,) * (x.ndim - 1)
+        total = np.zeros(x.shape, np.float64)
+        squares = np.zeros(x.shape, np.float64) if mode != "mean" else None
+        for rows in ctx.chunks(n * nsamples, f"smoothgrad({method.name})"):
+            samples, _ = sample_and_step(rows, nsamples)
+            noise = rng.standard_normal((len(samples),) + x.shape[1:]) * sigma[samples].reshape(shape)
+            noisy = (x[samples] + noise).astype(np.float32)
+            out = method.explain(ctx, noisy, targets.take(samples), **params)
+            maps = np.asarray(out.values if isinstance(out, MethodOutput) else out, np.float64)
+            if mode != "squared":
+                add_by_sample(total, samples, maps)
+            if squares is not None:
+                add_by_sample(squares, samples, maps * maps)
+        mean = total / nsamples
+        if mode == "mean":
+            return mean.astype(np.float32)
+        mean_sq = squares / nsamples
+        return (mean_sq if mode == "squared" else np.maximum(mean_sq - mean * mean, 0.0)).astype(np.float32)
+
+
+@hookimpl
+def register_methods(register):
+    register("smoothgrad", SmoothGrad, aliases=("smooth_grad", "noise_tunnel"),
+             description="SmoothGrad / squared SmoothGrad / VarGrad over any method")

@@ -1,0 +1,147 @@
+"""Named registries of components (methods, backends, visualizers, metrics).
+
+A component is registered by a plugin under a name, with optional aliases and metadata.
+Its target is either the object itself or a lazy ``"package.module:Name"`` string that is
+imported only when the component is first used, so discovery never imports a framework.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import BackendUnavailableError, DuplicateComponentError, PluginError, UnknownComponentError, closest
+
+KINDS = ("method", "backend", "visualizer", "metric")
+
+
+@dataclass
+class Component:
+    """One registered component and where it came from."""
+
+    kind: str
+    name: str
+    target: Any
+    plugin: str
+    distribution: str | None = None
+    version: str | None = None
+    aliases: tuple[str, ...] = ()
+    metadata: dict[str, Any] = field(default_factory=dict)
+    _loaded: Any = field(default=None, repr=False)
+
+    @property
+    def provider(self) -> str:
+        """Human-readable origin: the distribution (with version) or the plugin name."""
+        if self.distribution:
+            return f"{self.distribution} {self.version or ''}".strip()
+        return self.plugin
+
+    @property
+    def is_lazy(self) -> bool:
+        return isinstance(self.target, str)
+
+    def load(self) -> Any:
+        """Return the target object, importing a lazy ``"module:attr"`` target on first use."""
+        if self._loaded is not None:
+            return self._loaded
+        if not self.is_lazy:
+            self._loaded = self.target
+            return self._loaded
+        module_name, _, attr = self.target.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            extra = self.metadata.get("extra")
+            if extra:
+                raise BackendUnavailableError(
+                    f"The {self.kind} {self.name!r} needs a package that is not installed "
+                    f"({exc}). Install it with: pip install \"salplug[{extra}]\""
+                ) from exc
+            raise PluginError(
+                f"The {self.kind} {self.name!r} from {self.provider} could not be imported "
+                f"from {module_name!r}: {exc}"
+            ) from exc
+        obj = module
+        for part in attr.split(".") if attr else ():
+            try:
+                obj = getattr(obj, part)
+            except AttributeError as exc:
+                raise PluginError(
+                    f"The {self.kind} {self.name!r} from {self.provider} points to "
+                    f"{self.target!r}, but {module_name!r} has no attribute {part!r}."
+                ) from exc
+        self._loaded = obj
+        return obj
+
+
+class Registry:
+    """Components of one kind, by name and alias."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._items: dict[str, Component] = {}
+        self._aliases: dict[str, str] = {}
+
+    def add(self, component: Component, *, override: bool = False) -> None:
+        """Register ``component``; a clash with another plugin is an error unless ``override``."""
+        for key in (component.name, *component.aliases):
+            owner = self._resolve(key)
+            if owner is None:
+                continue
+            if not override:
+                raise DuplicateComponentError(
+                    f"{self.kind} name {key!r} is registered twice: by {owner.provider} "
+                    f"(plugin {owner.plugin!r}) and by {component.provider} (plugin "
+                    f"{component.plugin!r}). Rename one, block one with "
+                    f"SALPLUG_BLOCK_PLUGINS, or pass override=True in the later register() call."
+                )
+            self._remove(owner.name)
+        self._items[component.name] = component
+        for alias in component.aliases:
+            self._aliases[alias] = component.name
+
+    def _remove(self, name: str) -> None:
+        old = self._items.pop(name, None)
+        if old is not None:
+            for alias in old.aliases:
+                if self._aliases.get(alias) == name:
+                    del self._aliases[alias]
+
+    def _resolve(self, name: str) -> Component | None:
+        key = self._aliases.get(name, name)
+        return self._items.get(key)
+
+    def get(self, name: str) -> Component:
+        """Return the component called ``name`` (or an alias of it)."""
+        if not isinstance(name, str):
+            raise UnknownComponentError(
+                f"A {self.kind} is chosen by its name (a string), not {type(name).__name__}. "
+                f"Available: {', '.join(self.names()) or 'none'}."
+            )
+        found = self._resolve(name) or self._resolve(name.lower().replace("-", "_"))
+        if found is not None:
+            return found
+        everything = [*self._items, *self._aliases]
+        match = closest(name, everything)
+        hint = f" Did you mean {self._aliases.get(match, match)!r}?" if match else ""
+        raise UnknownComponentError(
+            f"Unknown {self.kind} {name!r}.{hint} Available {self.kind}s: "
+            f"{', '.join(self.names()) or 'none'}. If {name!r} comes from a plugin, the plugin "
+            f"that provides it may not be installed (see `salplug plugins`)."
+        )
+
+    def names(self) -> list[str]:
+        return sorted(self._items)
+
+    def components(self) -> list[Component]:
+        return [self._items[n] for n in self.names()]
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self._resolve(name) is not None
+
+    def __iter__(self):
+        return iter(self.components())
+
+    def __len__(self) -> int:
+        return len(self._items)

@@ -1,0 +1,251 @@
+"""Contracts between the host, methods and backends.
+
+Inside salplug every array is *canonical*: float32 numpy, batch first, channels last
+(N, H, W, C) for images, any trailing shape for other inputs. Backends convert from and to
+what the caller holds; methods only ever see canonical arrays.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .plugins import PluginHost
+
+# Capabilities: primitives an adapter provides and a method requires.
+SCORES = "scores"
+INPUT_GRADIENTS = "input_gradients"
+LAYER_GRADIENTS = "layer_values_and_gradients"
+GUIDED_GRADIENTS = "guided_input_gradients"
+CAPABILITIES = frozenset({SCORES, INPUT_GRADIENTS, LAYER_GRADIENTS, GUIDED_GRADIENTS})
+
+
+_SINGLE_LAYOUT = {"NHWC": "HWC", "NCHW": "CHW", "N...": "..."}
+
+
+class Targets:
+    """What to explain, one entry per row of a batch.
+
+    Either class ``indices`` (int array, one per row), or ``fn``, a callable applied to the
+    model's (framework) output that returns one scalar per row, or neither: the model's
+    output is already one scalar per row (e.g. an upstream ``call_model_function``).
+    """
+
+    __slots__ = ("indices", "fn")
+
+    def __init__(self, indices: np.ndarray | None = None, fn: Callable[[Any], Any] | None = None):
+        self.indices = None if indices is None else np.asarray(indices, dtype=np.int64).reshape(-1)
+        self.fn = fn
+
+    @classmethod
+    def none(cls) -> Targets:
+        return cls()
+
+    def repeat(self, k: int) -> Targets:
+        """Each row repeated ``k`` times in a row (sample-major), for inner-work batches."""
+        return Targets(None if self.indices is None else np.repeat(self.indices, k), self.fn)
+
+    def take(self, rows: np.ndarray | slice) -> Targets:
+        return Targets(None if self.indices is None else self.indices[rows], self.fn)
+
+    def describe(self) -> Any:
+        """A JSON-friendly record of the target (stored in the Attribution)."""
+        if self.indices is not None:
+            return [int(i) for i in self.indices]
+        if self.fn is not None:
+            return getattr(self.fn, "__name__", type(self.fn).__name__)
+        return None
+
+    def __repr__(self) -> str:
+        return f"Targets({self.describe()!r})"
+
+
+@dataclass
+class InputInfo:
+    """How the caller's input looked, so results come back the same way."""
+
+    kind: str = "numpy"            # "numpy", "torch", "tf", ...
+    layout: str = "NHWC"           # layout of the caller's array, e.g. "NCHW", "HWC", "N..."
+    batched: bool = True
+    device: Any = None
+    dtype: Any = None
+
+
+@runtime_checkable
+class ModelAdapter(Protocol):
+    """A model wrapped by a backend. All arrays are canonical (see module docstring).
+
+    ``targets`` has one entry per row of ``x``. Each primitive processes exactly the batch it
+    gets; methods decide the batching.
+    """
+
+    name: str
+    provides: frozenset[str]
+    default_batch_size: int
+
+    def to_canonical(self, x: Any, layout: str | None = None) -> tuple[np.ndarray, InputInfo]:
+        """Validate the caller's input and return (canonical float32 array, InputInfo)."""
+
+    def from_canonical(self, values: np.ndarray, info: InputInfo) -> Any:
+        """Return ``values`` (canonical) in the caller's layout, type and device."""
+
+    def num_outputs(self) -> int | None:
+        """Number of classes if known without calling the model, else None."""
+
+    def outputs(self, x: np.ndarray) -> np.ndarray:
+        """Model outputs, (M, K) numpy (used to pick top-1 targets)."""
+
+    def scores(self, x: np.ndarray, targets: Targets) -> np.ndarray:
+        """The explained scalar per row, shape (M,)."""
+
+    def input_gradients(self, x: np.ndarray, targets: Targets) -> np.ndarray:
+        """d score / d x, with the shape of ``x``."""
+
+    def check_layer(self, layer: Any) -> None:
+        """Raise LayerError unless ``layer`` names a layer of the model."""
+
+    def layer_values_and_gradients(self, x: np.ndarray, targets: Targets,
+                                   layer: Any) -> tuple[np.ndarray, np.ndarray]:
+        """(activations, d score / d activations) of ``layer``, channels last."""
+
+    def guided_input_gradients(self, x: np.ndarray, targets: Targets) -> np.ndarray:
+        """Like ``input_gradients`` with guided-backprop ReLU gradients."""
+
+
+@dataclass
+class MethodOutput:
+    """A method's result: canonical ``values`` (N, ...) plus optional ``extras``."""
+
+    values: np.ndarray
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class Method:
+    """Base class for saliency methods (subclassing is optional; the protocol is duck-typed).
+
+    A method declares ``requires`` (capabilities) and implements
+    ``explain(self, ctx, x, targets, *, <params with defaults>)`` returning a canonical array
+    (N, ...) or a ``MethodOutput``. Its keyword-only parameters are the accepted params; an
+    optional ``check(self, ctx, x, targets, **params)`` validates values before any model call.
+    Methods use numpy only: they never import a framework.
+    """
+
+    requires: ClassVar[frozenset[str]] = frozenset()
+
+    def check(self, ctx: Context, x: np.ndarray, targets: Targets, **params: Any) -> None:
+        """Validate parameter values before any model call (default: nothing to check)."""
+
+    def explain(self, ctx: Context, x: np.ndarray, targets: Targets, **params: Any) -> Any:
+        raise NotImplementedError
+
+
+@dataclass
+class Context:
+    """What a running method may use: the adapter, batching, progress, other methods."""
+
+    adapter: ModelAdapter
+    host: PluginHost
+    batch_size: int
+    progress: bool = False
+    input_info: InputInfo | None = None
+
+    def as_canonical(self, value: Any, x: np.ndarray, name: str = "value") -> np.ndarray:
+        """An array-valued parameter given in the caller's layout (a baseline, say), as a
+        canonical float32 array broadcastable to ``x``. Scalars pass through; a single
+        sample is broadcast over the batch; a callable is called on canonical ``x``."""
+        from .errors import ParameterError
+
+        if callable(value) and not hasattr(value, "shape"):
+            out = np.asarray(value(x), dtype=np.float32)  # canonical in, canonical out
+        elif np.ndim(value) == 0:
+            out = np.full((1,) * x.ndim, float(value), dtype=np.float32)
+        else:
+            info = self.input_info or InputInfo(layout="N...")
+            rank = np.ndim(value)
+            if info.batched and rank == x.ndim:
+                layout = info.layout
+            elif rank == x.ndim - 1:
+                layout = _SINGLE_LAYOUT.get(info.layout, info.layout)
+            else:
+                raise ParameterError(
+                    f"{name} has rank {rank}; give it in the input's own layout, either for one "
+                    f"sample (rank {x.ndim - 1}) or for the whole batch (rank {x.ndim})."
+                )
+            out, _ = self.adapter.to_canonical(value, layout)
+        try:
+            np.broadcast_shapes(out.shape, x.shape)
+        except ValueError:
+            raise ParameterError(
+                f"{name} of shape {out.shape} (canonical, channels last) does not fit inputs of "
+                f"shape {x.shape}; give a scalar, one sample, or one per sample."
+            ) from None
+        if not np.isfinite(out).all():
+            raise ParameterError(f"{name} contains NaN or infinite values.")
+        return out
+
+    def chunks(self, total: int, desc: str = "", batch_size: int | None = None) -> Iterator[slice]:
+        """Slices of ``range(total)`` of at most ``batch_size`` rows, with a progress bar."""
+        size = max(1, int(batch_size or self.batch_size))
+        starts = range(0, total, size)
+        if self.progress and len(starts) > 1:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc=desc or "salplug", unit="batch", leave=False)
+        for start in starts:
+            yield slice(start, min(start + size, total))
+
+    def method(self, name: str) -> Any:
+        """A registered method instance, after checking the adapter provides what it needs."""
+        from .api import load_method
+
+        return load_method(self.host, name, self.adapter)
+
+    def run(self, name: str, x: np.ndarray, targets: Targets, **params: Any) -> MethodOutput:
+        """Run another registered method (composition: SmoothGrad over X, XRAI over IG)."""
+        from .api import run_method
+
+        return run_method(self, name, x, targets, params)
+
+
+@dataclass
+class Attribution:
+    """The result of ``explain()``.
+
+    ``values`` is in the caller's layout and type (a torch NCHW tensor for a torch NCHW input,
+    numpy HWC for a single numpy HWC image, ...). ``canonical`` holds the same numbers as
+    float32 numpy (N, H, W, C) for visualizers and metrics.
+    """
+
+    values: Any
+    canonical: np.ndarray
+    method: str
+    params: dict[str, Any]
+    target: Any
+    backend: str
+    extras: dict[str, Any] = field(default_factory=dict)
+    batched: bool = True
+
+    def numpy(self) -> np.ndarray:
+        """Canonical float32 values, batch first and channels last."""
+        return self.canonical
+
+    def __len__(self) -> int:
+        return len(self.canonical)
+
+    def visualize(self, kind: str = "grayscale", index: int = 0, image: Any = None,
+                  **params: Any) -> np.ndarray:
+        """Render sample ``index`` with a registered visualizer; returns an array in [0, 1]."""
+        from .visualizers import render
+
+        return render(kind, self.canonical[index], image=image, **params)
+
+    def save(self, path: str, kind: str = "grayscale", index: int = 0, image: Any = None,
+             **params: Any) -> str:
+        """Render sample ``index`` and write it as a PNG; returns the path."""
+        from .visualizers import save_png
+
+        return save_png(self.visualize(kind, index, image, **params), path)

@@ -1,0 +1,87 @@
+"""Built-in visualizers: grayscale, diverging (upstream semantics) and a heatmap overlay."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import InputError, ParameterError
+from ..hookspecs import hookimpl
+
+
+def _as_3d(values: np.ndarray) -> np.ndarray:
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim == 2:
+        return values[..., None]
+    if values.ndim != 3:
+        raise InputError(f"A visualizer takes one map (H, W) or (H, W, C) channels last; got shape "
+                         f"{values.shape}. Pick one sample (attribution.canonical[i]).")
+    return values
+
+
+def _check_percentile(percentile: float) -> None:
+    if not 0 < percentile <= 100:
+        raise ParameterError(f"percentile must be in (0, 100], got {percentile!r}.")
+
+
+def _scale(image: np.ndarray, low: float, high: float) -> np.ndarray:
+    if high <= low:
+        return np.zeros_like(image)
+    return np.clip((image - low) / (high - low), 0.0, 1.0)
+
+
+def grayscale(values, image=None, *, percentile: float = 99) -> np.ndarray:
+    """Sum of |values| over channels, scaled from its minimum to its ``percentile`` -> [0, 1]."""
+    _check_percentile(percentile)
+    flat = np.abs(_as_3d(values)).sum(axis=2)
+    return _scale(flat, flat.min(), np.percentile(flat, percentile))
+
+
+def diverging(values, image=None, *, percentile: float = 99) -> np.ndarray:
+    """Signed sum over channels; 0 maps to 0.5, +/- the |percentile| value to 1 and 0."""
+    _check_percentile(percentile)
+    flat = _as_3d(values).sum(axis=2)
+    span = abs(np.percentile(flat, percentile))
+    return _scale(flat, -span, span)
+
+
+def _as_rgb(image, shape) -> np.ndarray:
+    img = np.asarray(image, dtype=np.float64)
+    if img.ndim == 3 and img.shape[0] in (1, 3) and img.shape[-1] not in (1, 3):
+        img = img.transpose(1, 2, 0)  # CHW -> HWC
+    if img.ndim == 2:
+        img = img[..., None]
+    if img.ndim != 3 or img.shape[:2] != tuple(shape):
+        raise InputError(f"The overlay image must be (H, W[, C]) with H, W = {tuple(shape)}; got {img.shape}.")
+    if img.shape[2] == 1:
+        img = np.repeat(img, 3, axis=2)
+    img = img[..., :3]
+    if img.max() > 1.0:
+        img = img / 255.0
+    return np.clip(img, 0, 1)
+
+
+def heatmap(values, image=None, *, percentile: float = 99, cmap: str = "jet", alpha: float = 0.5,
+            signed: bool = False) -> np.ndarray:
+    """A colour heatmap of the map, blended over ``image`` (RGB, [0, 1] or uint8) when given."""
+    if not 0 <= alpha <= 1:
+        raise ParameterError(f"alpha must be in [0, 1], got {alpha!r}.")
+    from matplotlib import colormaps
+
+    try:
+        colours = colormaps[cmap]
+    except KeyError:
+        raise ParameterError(f"Unknown matplotlib colormap {cmap!r}.") from None
+    intensity = (diverging if signed else grayscale)(values, percentile=percentile)
+    rgb = colours(intensity)[..., :3]
+    if image is None:
+        return rgb
+    base = _as_rgb(image, intensity.shape)
+    return (1 - alpha) * base + alpha * rgb
+
+
+@hookimpl
+def register_visualizers(register):
+    register("grayscale", grayscale, aliases=("gray", "greyscale"),
+             description="|attribution| summed over channels, percentile-clipped (upstream)")
+    register("diverging", diverging, description="signed attribution, 0 at mid-gray (upstream)")
+    register("heatmap", heatmap, aliases=("overlay",), description="colour heatmap over the image")

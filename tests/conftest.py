@@ -1,0 +1,86 @@
+"""Shared fixtures: a fresh plugin host per test, small torch networks, analytic models."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import salplug
+from salplug.backends.callable import INPUT_OUTPUT_GRADIENTS, OUTPUT_LAYER_VALUES
+
+
+@pytest.fixture
+def host():
+    """A fresh plugin host with built-ins only (no entry points, no shared state)."""
+    return salplug.get_plugin_manager(autoload=False, blocked=[], strict=False)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_default_host(monkeypatch):
+    """Each test builds its own default host too (salplug.explain without host=)."""
+    monkeypatch.setenv("SALPLUG_DISABLE_PLUGIN_AUTOLOAD", "1")
+    salplug.reset_host()
+    yield
+    salplug.reset_host()
+
+
+def make_cnn(seed: int = 0, channels: int = 3, classes: int = 10, functional: bool = False):
+    """A small CNN (conv, ReLU, pooling, dense) with fixed random weights, in eval mode."""
+    torch = pytest.importorskip("torch")
+    from torch import nn
+
+    torch.manual_seed(seed)
+
+    class SmallCNN(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = nn.Conv2d(channels, 8, 3, padding=1)
+            self.relu1 = nn.ReLU()
+            self.pool = nn.MaxPool2d(2)
+            self.conv2 = nn.Conv2d(8, 16, 3, padding=1)
+            self.relu2 = nn.ReLU()
+            self.gap = nn.AdaptiveAvgPool2d(4)
+            self.fc = nn.Linear(16 * 16, classes)
+
+        def forward(self, x):
+            act = torch.relu if functional else None
+            x = self.pool(act(self.conv1(x)) if act else self.relu1(self.conv1(x)))
+            x = act(self.conv2(x)) if act else self.relu2(self.conv2(x))
+            return self.fc(self.gap(x).flatten(1))
+
+    return SmallCNN().eval()
+
+
+@pytest.fixture
+def cnn():
+    return make_cnn()
+
+
+def linear_call_model_function(w: np.ndarray):
+    """Upstream-style call_model_function for f(x) = sum(w * x) (gradient w, exactly)."""
+
+    def call(x_batch, call_model_args=None, expected_keys=None):
+        x_batch = np.asarray(x_batch, np.float64)
+        out = {}
+        if INPUT_OUTPUT_GRADIENTS in expected_keys:
+            out[INPUT_OUTPUT_GRADIENTS] = np.broadcast_to(w, x_batch.shape).copy()
+        if OUTPUT_LAYER_VALUES in expected_keys:
+            out[OUTPUT_LAYER_VALUES] = (x_batch * w).reshape(len(x_batch), -1).sum(1)
+        return out
+
+    return call
+
+
+def quadratic_call_model_function(w: np.ndarray):
+    """f(x) = sum(w * x**2); gradient 2 w x; IG from 0 gives exactly w * x**2."""
+
+    def call(x_batch, call_model_args=None, expected_keys=None):
+        x_batch = np.asarray(x_batch, np.float64)
+        out = {}
+        if INPUT_OUTPUT_GRADIENTS in expected_keys:
+            out[INPUT_OUTPUT_GRADIENTS] = 2 * w * x_batch
+        if OUTPUT_LAYER_VALUES in expected_keys:
+            out[OUTPUT_LAYER_VALUES] = (w * x_batch**2).reshape(len(x_batch), -1).sum(1)
+        return out
+
+    return call
