@@ -84,3 +84,39 @@ def quadratic_call_model_function(w: np.ndarray):
         return out
 
     return call
+
+
+def torch_call_model_function(model, target: int, layer=None):
+    """An upstream-style call_model_function over a torch model (NHWC numpy in and out).
+
+    It answers every upstream key, so the upstream ``saliency`` package can run on exactly
+    the model that salplug's torch backend sees. ``layer`` is the module whose output is
+    CONVOLUTION_LAYER_VALUES (channels last).
+    """
+    import torch
+
+    from salplug.backends.callable import CONVOLUTION_LAYER_VALUES, CONVOLUTION_OUTPUT_GRADIENTS
+
+    def call(x_batch, call_model_args=None, expected_keys=None):
+        t = torch.tensor(np.asarray(x_batch), dtype=torch.float32).permute(0, 3, 1, 2).requires_grad_(True)
+        captured = []
+        handle = layer.register_forward_hook(lambda m, i, o: captured.append(o)) if layer is not None else None
+        try:
+            logits = model(t)
+        finally:
+            if handle is not None:
+                handle.remove()
+        score = logits[:, target]
+        out = {}
+        if OUTPUT_LAYER_VALUES in expected_keys:
+            out[OUTPUT_LAYER_VALUES] = score.detach().numpy()
+        if INPUT_OUTPUT_GRADIENTS in expected_keys:
+            (g,) = torch.autograd.grad(score.sum(), t, retain_graph=True)
+            out[INPUT_OUTPUT_GRADIENTS] = g.permute(0, 2, 3, 1).numpy()
+        if CONVOLUTION_LAYER_VALUES in expected_keys or CONVOLUTION_OUTPUT_GRADIENTS in expected_keys:
+            (g,) = torch.autograd.grad(score.sum(), captured[0])
+            out[CONVOLUTION_LAYER_VALUES] = captured[0].detach().permute(0, 2, 3, 1).numpy()
+            out[CONVOLUTION_OUTPUT_GRADIENTS] = g.permute(0, 2, 3, 1).numpy()
+        return out
+
+    return call
