@@ -186,7 +186,7 @@ class Explainer:
         full = resolve_params(m, params)
         canonical, info = self.adapter.to_canonical(x, layout)
         size = batch_size or self.batch_size
-        ctx = Context(self.adapter, self.host, size, self.progress if progress is None else progress)
+        ctx = Context(self.adapter, self.host, size, self.progress if progress is None else progress, info)
         m.check(ctx, canonical, Targets.none(), **full) if hasattr(m, "check") else None
         targets = resolve_targets(self.adapter, canonical, target, size)
         out = run_method(ctx, m.name, canonical, targets, full)

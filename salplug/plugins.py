@@ -153,7 +153,7 @@ class PluginHost:
         if info.distribution:
             who = f"{info.name!r} from distribution {info.distribution} {info.version or ''}".strip()
         info.error = reason
-        message = f"salplug plugin {who} was not loaded: {reason}"
+        message = f"salplug plugin {who} was not loaded: {reason.rstrip('.')}"
         if self.strict or info.builtin:
             raise PluginError(message + " (strict mode: unset SALPLUG_STRICT_PLUGINS to only warn)"
                               if self.strict else message)

@@ -175,7 +175,10 @@ class Context:
                     f"{name} has rank {rank}; give it in the input's own layout, either for one "
                     f"sample (rank {x.ndim - 1}) or for the whole batch (rank {x.ndim})."
                 )
-            out, _ = self.adapter.to_canonical(value, layout)
+            try:
+                out, _ = self.adapter.to_canonical(value, layout)
+            except ValueError as exc:  # InputError: say which parameter was wrong
+                raise ParameterError(f"{name}: {exc}") from exc
         try:
             np.broadcast_shapes(out.shape, x.shape)
         except ValueError:

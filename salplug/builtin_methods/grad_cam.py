@@ -1,0 +1,99 @@
+"""Grad-CAM (Selvaraju et al. 2017): a convolutional layer's channels weighted by their gradients.
+
+weights_k = mean over the layer's spatial positions of d score / d A_k; the map is
+sum_k weights_k * A_k. Upstream ``saliency`` then applies a ReLU, divides by the maximum,
+resizes bilinearly to the input's height and width and tiles the map to three channels.
+Captum's ``LayerGradCam`` is the same map without ReLU, normalisation or resizing.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import LayerError, ParameterError
+from ..hookspecs import hookimpl
+from ..types import LAYER_GRADIENTS, Method
+
+
+def _check_flag(value, name: str) -> None:
+    if not isinstance(value, (bool, np.bool_)):
+        raise ParameterError(f"{name} must be True or False; got {value!r}.")
+
+
+def resize_maps(maps: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Bilinear (order 1) resize of a stack of 2-D maps (N, h, w) to (N, *shape)."""
+    if maps.shape[1:] == tuple(shape):
+        return maps
+    from skimage.transform import resize
+
+    # The batch axis keeps its length, so it is left untouched: one call for the whole stack.
+    return resize(maps, (maps.shape[0], *shape), order=1)
+
+
+def normalize_maps(maps: np.ndarray) -> np.ndarray:
+    """Divide each map by its largest absolute value (maps that are all zero stay zero)."""
+    peak = np.abs(maps).reshape(len(maps), -1).max(1).reshape(-1, 1, 1)
+    return np.divide(maps, peak, out=np.zeros_like(maps), where=peak > 0)
+
+
+class GradCam(Method):
+    """Gradient-weighted class activation map of one convolutional layer.
+
+    Parameters
+    ----------
+    layer : the layer, as a module path ("layer4.1") or the module object; None only where
+        the backend's model function picks the layer itself (the ``callable`` backend).
+    relu : keep only positive evidence (upstream: always on; Captum: off by default).
+    should_resize : resize the map to the input's height and width (bilinear).
+    three_dims : tile the map to 3 channels, (N, H, W, 3) (upstream's default); else (N, H, W).
+    normalize : divide each map by its maximum (absolute value). None: when resizing (upstream).
+
+    Returns (N, H, W, 3) with ``three_dims`` else (N, H, W); without ``should_resize`` the
+    layer's own height and width.
+    """
+
+    requires = frozenset({LAYER_GRADIENTS})
+
+    def check(self, ctx, x, targets, *, layer=None, relu=True, should_resize=True, three_dims=True,
+              normalize=None):
+        for name, flag in (("relu", relu), ("should_resize", should_resize), ("three_dims", three_dims)):
+            _check_flag(flag, name)
+        if normalize is not None:
+            _check_flag(normalize, "normalize")
+        if should_resize and x.ndim != 4:
+            raise ParameterError(f"should_resize needs image inputs (N, H, W, C); got shape {x.shape}.")
+        ctx.adapter.check_layer(layer)
+
+    def explain(self, ctx, x, targets, *, layer=None, relu=True, should_resize=True, three_dims=True,
+                normalize=None):
+        maps = None
+        for rows in ctx.chunks(len(x), "grad_cam"):
+            values, grads = ctx.adapter.layer_values_and_gradients(x[rows], targets.take(rows), layer)
+            values, grads = np.asarray(values), np.asarray(grads)
+            if values.ndim != 4 or grads.shape != values.shape:
+                raise LayerError(
+                    f"Grad-CAM needs a convolutional layer with outputs (N, H, W, C) and gradients of "
+                    f"the same shape; layer {layer!r} gave values {values.shape} and gradients "
+                    f"{grads.shape}. Choose a convolutional layer."
+                )
+            weights = grads.mean(axis=(1, 2), dtype=np.float64)
+            cam = np.einsum("nhwk,nk->nhw", values.astype(np.float64), weights)
+            if maps is None:
+                maps = np.empty((len(x), *cam.shape[1:]), np.float64)
+            maps[rows] = cam
+        if relu:
+            np.maximum(maps, 0.0, out=maps)
+        if should_resize if normalize is None else normalize:
+            maps = normalize_maps(maps)
+        if should_resize:
+            maps = resize_maps(maps, x.shape[1:3])
+        maps = maps.astype(np.float32)
+        if three_dims:
+            maps = np.repeat(maps[..., None], 3, axis=-1)
+        return maps
+
+
+@hookimpl
+def register_methods(register):
+    register("grad_cam", GradCam, requires=GradCam.requires, aliases=("gradcam",),
+             description="Grad-CAM (Selvaraju et al. 2017)")

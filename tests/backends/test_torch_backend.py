@@ -1,0 +1,139 @@
+"""PyTorch backend: devices, frozen parameters, hooks, output selectors, batching."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import make_cnn
+
+import salplug
+from salplug.errors import LayerError, ModelOutputError, TargetError
+
+torch = pytest.importorskip("torch")
+nn = torch.nn
+
+
+def test_parameters_never_accumulate_gradients_and_flags_are_restored():
+    model = make_cnn(seed=1)
+    frozen = model.conv1.bias
+    frozen.requires_grad_(False)
+    salplug.explain(model, torch.rand(2, 3, 8, 8), "ig", steps=3)
+    salplug.explain(model, torch.rand(2, 3, 8, 8), "gradients")
+    assert all(p.grad is None for p in model.parameters())
+    assert [p.requires_grad for p in model.parameters()] == [p is not frozen for p in model.parameters()]
+
+
+def test_works_inside_no_grad_and_leaves_input_untouched():
+    model = make_cnn(seed=1)
+    x = torch.rand(1, 3, 8, 8)
+    with torch.no_grad():
+        out = salplug.explain(model, x, "gradients", target=0)
+    assert out.values.abs().sum() > 0 and not x.requires_grad and x.grad is None
+
+
+class Counting(nn.Module):
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.batches = inner, []
+
+    def forward(self, x):
+        self.batches.append(x.shape[0])
+        return self.inner(x)
+
+
+@pytest.mark.parametrize("batch_size,expected", [(1, [1] * 10), (4, [4, 4, 2]), (64, [10])])
+def test_inner_work_is_packed_into_batches(batch_size, expected):
+    model = Counting(make_cnn(seed=2))
+    salplug.explain(model, torch.rand(2, 3, 8, 8), "ig", target=[1, 2], steps=5, batch_size=batch_size)
+    assert model.batches == expected
+
+
+def test_default_batch_size_applies():
+    model = Counting(make_cnn(seed=2))
+    salplug.explain(model, torch.rand(1, 3, 8, 8), "ig", target=1, steps=40)
+    assert max(model.batches) == salplug.Explainer(model).batch_size and sum(model.batches) == 40
+
+
+def test_layer_hooks_are_removed_even_after_errors():
+    from salplug.backends.torch import TorchAdapter
+    from salplug.types import Targets
+
+    model = make_cnn(seed=3)
+    adapter = TorchAdapter(model)
+    x = np.random.rand(2, 8, 8, 3).astype(np.float32)
+    adapter.layer_values_and_gradients(x, Targets(np.array([0, 1])), model.conv1)
+    with pytest.raises(TargetError):
+        adapter.layer_values_and_gradients(x, Targets(np.array([0, 99])), "conv1")
+    assert all(not m._forward_hooks for m in model.modules())
+
+
+def test_layer_gradients_are_exact_for_a_linear_head():
+    # logits = fc(flatten(gap(x))): d logit_k / d gap-output = fc.weight[k].
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 2, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, 5)).eval()
+    from salplug.backends.torch import TorchAdapter
+    from salplug.types import Targets
+
+    adapter = TorchAdapter(model)
+    x = np.random.rand(3, 4, 4, 2 + 1).astype(np.float32)
+    values, grads = adapter.layer_values_and_gradients(x, Targets(np.array([0, 3, 4])), "1")
+    assert values.shape == (3, 1, 1, 2)
+    np.testing.assert_allclose(grads[:, 0, 0, :], model[3].weight.detach().numpy()[[0, 3, 4]], rtol=1e-6)
+
+
+def test_inplace_relu_after_hooked_layer_is_fine():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(inplace=True), nn.Flatten(), nn.LazyLinear(3))
+    model(torch.rand(1, 3, 6, 6))
+    from salplug.backends.torch import TorchAdapter
+    from salplug.types import Targets
+
+    values, grads = TorchAdapter(model).layer_values_and_gradients(
+        np.random.rand(1, 6, 6, 3).astype(np.float32), Targets(np.array([1])), "0")
+    assert (values < 0).any()  # the captured activation is taken before the in-place ReLU
+
+
+class TupleModel(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = make_cnn(seed=4)
+
+    def forward(self, x):
+        logits = self.net(x)
+        return logits, logits * 0 + 1
+
+
+class DictModel(TupleModel):
+    def forward(self, x):
+        logits = self.net(x)
+        return {"aux": logits * 2, "scores": logits}
+
+
+def test_tuple_and_dict_outputs_are_handled():
+    x = torch.rand(2, 3, 8, 8)
+    ref = salplug.explain(make_cnn(seed=4), x, "gradients", target=1).values
+    torch.testing.assert_close(salplug.explain(TupleModel(), x, "gradients", target=1).values, ref)
+    with pytest.raises(ModelOutputError, match="keys.*aux.*scores"):
+        salplug.explain(DictModel(), x, "gradients", target=1)
+    for output in ("scores", lambda out: out["scores"]):
+        out = salplug.explain(DictModel(), x, "gradients", target=1, backend_options={"output": output})
+        torch.testing.assert_close(out.values, ref)
+
+
+def test_a_plain_callable_returning_logits():
+    net = make_cnn(seed=5)
+    x = torch.rand(2, 3, 8, 8)
+    out = salplug.explain(lambda t: net(t) * 2, x, "gradients", target=2, backend="torch")
+    torch.testing.assert_close(out.values, 2 * salplug.explain(net, x, "gradients", target=2).values)
+
+
+def test_unknown_layer_name_is_a_layer_error():
+    with pytest.raises(LayerError, match="no layer 'layer4.1'"):
+        salplug.Explainer(make_cnn()).adapter.check_layer("layer4.1")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_cuda_tensors_come_back_on_their_device():  # pragma: no cover - needs a GPU
+    model = make_cnn().cuda()
+    x = torch.rand(2, 3, 8, 8, device="cuda")
+    out = salplug.explain(model, x, "ig", steps=4)
+    assert out.values.device == x.device

@@ -1,0 +1,186 @@
+"""Public API: backend detection, targets, layouts, Attribution, and errors before any model call."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import linear_call_model_function, make_cnn
+
+import salplug
+from salplug.errors import (
+    CapabilityError,
+    InputError,
+    LayerError,
+    ParameterError,
+    SalplugError,
+    TargetError,
+    UnknownComponentError,
+)
+
+torch = pytest.importorskip("torch")
+nn = torch.nn
+
+
+class Counting(nn.Module):
+    """Wraps a model and counts forward calls."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        return self.inner(x)
+
+
+@pytest.fixture
+def counted():
+    return Counting(make_cnn(seed=7))
+
+
+BAD_INPUTS = [
+    ("wrong rank", dict(x=np.zeros((2, 2, 8, 8, 3), np.float32)), InputError, "must be one image"),
+    ("rank 2", dict(x=np.zeros((8, 8), np.float32)), InputError, "must be one image"),
+    ("channels", dict(x=torch.zeros(2, 4, 8, 8)), InputError, "expects 3 input channels"),
+    ("channels numpy", dict(x=np.zeros((8, 8, 1), np.float32)), InputError, "has 1"),
+    ("nan", dict(x=np.full((8, 8, 3), np.nan, np.float32)), InputError, "NaN"),
+    ("inf", dict(x=torch.full((1, 3, 8, 8), float("inf"))), InputError, "infinite"),
+    ("dtype", dict(x=np.array([["a"]])), InputError, "must be one image"),
+    ("target range", dict(target=10), TargetError, r"out of range.*0\.\.9"),
+    ("negative target", dict(target=-1), TargetError, "out of range"),
+    ("target list length", dict(target=[1, 2, 3]), TargetError, "3 entries but the batch has 2"),
+    ("target type", dict(target=1.5), TargetError, "must be an int"),
+    ("unknown method", dict(method="integrated_gradient"), UnknownComponentError, "Did you mean"),
+    ("unknown param", dict(method="ig", params={"step": 3}), ParameterError, "Did you mean 'steps'"),
+    ("bad steps", dict(method="ig", params={"steps": 0}), ParameterError, "positive int"),
+    ("bad rule", dict(method="ig", params={"rule": "simpson"}), ParameterError, "Unknown rule"),
+    ("bad baseline", dict(method="ig", params={"baseline": np.zeros((5, 5, 3))}), ParameterError, "baseline"),
+    ("baseline shape", dict(method="ig", params={"baseline": torch.zeros(3, 5, 5)}), ParameterError, "does not fit"),
+    ("bad mode", dict(method="smoothgrad", params={"mode": "max"}), ParameterError, "mode must be"),
+    ("bad base param", dict(method="smoothgrad", params={"base": "ig", "stepz": 2}), ParameterError, "stepz"),
+    ("unknown base", dict(method="smoothgrad", params={"base": "nope"}), UnknownComponentError, "Unknown method"),
+    ("batch size", dict(batch_size=0), ParameterError, "batch_size"),
+]
+
+
+@pytest.mark.parametrize("case,kwargs,error,match", BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS])
+def test_bad_input_is_rejected_before_any_model_call(counted, case, kwargs, error, match):
+    x = kwargs.get("x", torch.rand(2, 3, 8, 8))
+    with pytest.raises(error, match=match):
+        salplug.explain(counted, x, kwargs.get("method", "gradients"), target=kwargs.get("target", 0),
+                        batch_size=kwargs.get("batch_size"), **kwargs.get("params", {}))
+    assert counted.calls == 0
+    assert issubclass(error, SalplugError)
+
+
+def test_unknown_backend_lists_backends(counted):
+    with pytest.raises(UnknownComponentError, match="Available backends: callable, torch"):
+        salplug.explain(counted, torch.rand(1, 3, 8, 8), backend="jax")
+
+
+def test_undetectable_model_says_which_backends_exist():
+    with pytest.raises(SalplugError, match="Pass backend= one of"):
+        salplug.explain(object(), np.zeros((4, 4, 3)))
+
+
+def test_capability_mismatch_fails_before_work():
+    calls = []
+
+    def fn(x, call_model_args=None, expected_keys=None):
+        calls.append(1)
+        return {}
+
+    class NeedsGuided(salplug.Method):
+        requires = frozenset({salplug.GUIDED_GRADIENTS})
+
+        def explain(self, ctx, x, targets):
+            raise AssertionError("must not run")
+
+    class Plugin:
+        @salplug.hookimpl
+        def register_methods(self, register):
+            register("needs_guided", NeedsGuided, requires=NeedsGuided.requires)
+
+    host = salplug.get_plugin_manager(autoload=False, plugins={"p": Plugin()})
+    with pytest.raises(CapabilityError, match="guided_input_gradients.*callable"):
+        salplug.explain(fn, np.zeros((4, 4, 3)), "needs_guided", backend="callable", host=host)
+    assert calls == []
+
+
+def test_top1_target_is_recorded(counted):
+    x = torch.rand(3, 3, 8, 8)
+    out = salplug.explain(counted, x, "gradients")
+    assert out.target == counted(x).argmax(1).tolist()
+    assert out.method == "gradients" and out.backend == "torch"
+
+
+def test_callable_target_on_model_output():
+    model = make_cnn(seed=8)
+    x = torch.rand(2, 3, 8, 8)
+    by_fn = salplug.explain(model, x, "gradients", target=lambda out: out[:, 3] - out[:, 5])
+    a = salplug.explain(model, x, "gradients", target=3).values
+    b = salplug.explain(model, x, "gradients", target=5).values
+    torch.testing.assert_close(by_fn.values, a - b, rtol=1e-5, atol=1e-7)
+    assert by_fn.target == "<lambda>"
+
+
+def test_target_as_tensor_per_sample():
+    model = make_cnn(seed=8)
+    x = torch.rand(2, 3, 8, 8)
+    out = salplug.explain(model, x, "gradients", target=torch.tensor([4, 2]))
+    assert out.target == [4, 2]
+
+
+def test_layouts_round_trip():
+    model = make_cnn(seed=9)
+    x = torch.rand(2, 3, 8, 10)
+    t = salplug.explain(model, x, "gradients", target=1)
+    assert isinstance(t.values, torch.Tensor) and t.values.shape == x.shape and t.canonical.shape == (2, 8, 10, 3)
+    nhwc = x.permute(0, 2, 3, 1).numpy()
+    n = salplug.explain(model, nhwc, "gradients", target=1)
+    assert isinstance(n.values, np.ndarray) and n.values.shape == nhwc.shape
+    np.testing.assert_allclose(n.values, t.values.permute(0, 2, 3, 1).numpy(), rtol=1e-6)
+    single = salplug.explain(model, nhwc[0], "gradients", target=1)
+    assert single.values.shape == (8, 10, 3) and single.batched is False
+    chw = salplug.explain(model, x[0], "gradients", target=1)
+    assert chw.values.shape == (3, 8, 10)
+    explicit = salplug.explain(model, x.numpy(), "gradients", target=1, layout="NCHW")
+    np.testing.assert_allclose(explicit.values, t.values.numpy(), rtol=1e-6)
+
+
+def test_explainer_reuses_adapter_and_visualizes(tmp_path):
+    model = make_cnn(seed=10)
+    explainer = salplug.Explainer(model, batch_size=4)
+    assert explainer.backend == "torch"
+    a = explainer.explain(torch.rand(2, 3, 8, 8), "ig", steps=4)
+    b = explainer.explain(torch.rand(1, 3, 8, 8), "gradients")
+    assert len(a) == 2 and len(b) == 1
+    img = a.visualize("grayscale", index=1)
+    assert img.shape == (8, 8) and 0 <= img.min() and img.max() <= 1
+    path = a.save(str(tmp_path / "x" / "ig.png"), kind="heatmap", image=np.ones((8, 8, 3)))
+    from PIL import Image
+
+    assert Image.open(path).size == (8, 8)
+
+
+def test_callable_backend_detected_and_checked():
+    w = np.ones((4, 4, 3), np.float32)
+    out = salplug.explain(linear_call_model_function(w), np.zeros((4, 4, 3)), "gradients")
+    assert out.backend == "callable" and out.target is None
+    with pytest.raises(TargetError, match="takes no target"):
+        salplug.explain(linear_call_model_function(w), np.zeros((4, 4, 3)), "gradients", target=3)
+
+
+def test_unknown_layer_on_torch_adapter():
+    from salplug.backends.torch import TorchAdapter
+    from salplug.types import Targets
+
+    adapter = TorchAdapter(make_cnn())
+    with pytest.raises(LayerError, match="Did you mean 'conv2'"):
+        adapter.check_layer("conv3")
+    with pytest.raises(LayerError, match="not part of the model"):
+        adapter.check_layer(nn.Conv2d(1, 1, 1))
+    values, grads = adapter.layer_values_and_gradients(np.random.rand(2, 8, 8, 3).astype(np.float32),
+                                                        Targets(np.array([1, 2])), "conv2")
+    assert values.shape == grads.shape == (2, 4, 4, 16)
