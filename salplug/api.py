@@ -81,11 +81,12 @@ def resolve_params(method: Any, params: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_method(ctx: Context, name: str, x: np.ndarray, targets: Targets,
-               params: dict[str, Any]) -> MethodOutput:
-    """Validate and run one registered method on canonical ``x``."""
+               params: dict[str, Any], *, checked: bool = False) -> MethodOutput:
+    """Validate (unless already ``checked``) and run one registered method on canonical ``x``."""
     method = load_method(ctx.host, name, ctx.adapter)
     full = resolve_params(method, params)
-    method.check(ctx, x, targets, **full) if hasattr(method, "check") else None
+    if not checked and hasattr(method, "check"):
+        method.check(ctx, x, targets, **full)
     out = method.explain(ctx, x, targets, **full)
     if not isinstance(out, MethodOutput):
         out = MethodOutput(np.asarray(out))
@@ -187,9 +188,10 @@ class Explainer:
         canonical, info = self.adapter.to_canonical(x, layout)
         size = batch_size or self.batch_size
         ctx = Context(self.adapter, self.host, size, self.progress if progress is None else progress, info)
-        m.check(ctx, canonical, Targets.none(), **full) if hasattr(m, "check") else None
+        if hasattr(m, "check"):  # parameter values, before the top-1 forward pass
+            m.check(ctx, canonical, Targets.none(), **full)
         targets = resolve_targets(self.adapter, canonical, target, size)
-        out = run_method(ctx, m.name, canonical, targets, full)
+        out = run_method(ctx, m.name, canonical, targets, full, checked=True)
         values = np.asarray(out.values, dtype=np.float32)
         extras = {k: v for k, v in out.extras.items() if k != "params"}
         return Attribution(
