@@ -75,7 +75,7 @@ def test_bad_input_is_rejected_before_any_model_call(counted, case, kwargs, erro
 
 
 def test_unknown_backend_lists_backends(counted):
-    with pytest.raises(UnknownComponentError, match="Available backends: callable, torch"):
+    with pytest.raises(UnknownComponentError, match=r"Available backends: callable, .*torch"):
         salplug.explain(counted, torch.rand(1, 3, 8, 8), backend="jax")
 
 

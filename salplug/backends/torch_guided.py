@@ -30,9 +30,6 @@ from torch.overrides import TorchFunctionMode
 
 __all__ = ["GuidedReLUMode", "guided_relu_gradients"]
 
-_MISSING = object()
-
-
 def _spec(names: tuple[str, ...], defaults: dict[str, Any], **fixed: Any) -> tuple:
     return names, defaults, fixed
 
@@ -159,11 +156,13 @@ class _GuidedReLU(torch.autograd.Function):
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, None, None, None, None]:
         (saved,) = ctx.saved_tensors
         # saved is the input or the output: out = clamp(input, 0, upper), so out > 0 iff
-        # input > 0 and out < upper iff input < upper; either gives the same mask.
-        keep = (saved > 0) & (grad > 0)
-        if ctx.upper is not None:
-            keep &= saved < ctx.upper
-        return grad.masked_fill(~keep, 0.0), None, None, None, None
+        # input > 0 and out < upper iff input < upper; either gives the same mask. torch's
+        # own ReLU/hardtanh backward kernels apply it in one pass, then negatives are zeroed.
+        if ctx.upper is None:
+            passed = torch.ops.aten.threshold_backward(grad, saved, 0)
+        else:
+            passed = torch.ops.aten.hardtanh_backward(grad, saved, 0.0, ctx.upper)
+        return passed.clamp_min_(0.0), None, None, None, None
 
 
 class GuidedReLUMode(TorchFunctionMode):

@@ -334,8 +334,15 @@ def effnet_case():
 
     from salplug.models.efficientnet_lite0 import load_efficientnet_lite0, preprocess
 
-    return (load_efficientnet_lite0(), load_efficientnet_lite0(functional_relu=True),
-            preprocess(data.chelsea()))
+    # One intra-op thread: on a busy 2-core machine several threads make these 224x224
+    # passes ten times slower. Restored afterwards.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield (load_efficientnet_lite0(), load_efficientnet_lite0(functional_relu=True),
+               preprocess(data.chelsea()))
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_efficientnet_functional_relu6_guided(effnet_case):
