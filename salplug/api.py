@@ -89,10 +89,19 @@ def run_method(ctx: Context, name: str, x: np.ndarray, targets: Targets,
         method.check(ctx, x, targets, **full)
     out = method.explain(ctx, x, targets, **full)
     if not isinstance(out, MethodOutput):
-        out = MethodOutput(np.asarray(out))
+        out = MethodOutput(out)
+    who = f"Method {method.name!r} (from {ctx.host.methods.get(name).provider})"
+    try:
+        out.values = np.asarray(out.values)
+        numeric = out.values.dtype.kind in "fiub"
+    except Exception:  # noqa: BLE001 - ragged or odd objects
+        numeric = False
+    if not numeric:
+        raise ModelOutputError(f"{who} returned {type(out.values).__name__}, not numbers; a method "
+                               f"must return one numeric map per input.")
     if out.values.shape[:1] != x.shape[:1]:
         raise ModelOutputError(
-            f"Method {name!r} returned values of shape {out.values.shape} for a batch of "
+            f"{who} returned values of shape {out.values.shape} for a batch of "
             f"{x.shape[0]} inputs; a method must return one map per input (batch first)."
         )
     out.extras.setdefault("params", full)

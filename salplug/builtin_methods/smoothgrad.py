@@ -74,10 +74,13 @@ class SmoothGrad(Method):
         shape = (-1,) + (1,) * (x.ndim - 1)
         total = np.zeros(x.shape, np.float64)
         squares = np.zeros(x.shape, np.float64) if mode != "mean" else None
+        # One standard-normal draw per noise step, shared by every sample (scaled by its own
+        # sigma): a sample's map does not depend on its batch, and one input reproduces
+        # upstream's sequential np.random.normal draws exactly.
+        noises = rng.standard_normal((nsamples,) + x.shape[1:])
         for rows in ctx.chunks(n * nsamples, f"smoothgrad({method.name})"):
-            samples, _ = sample_and_step(rows, nsamples)
-            noise = rng.standard_normal((len(samples),) + x.shape[1:]) * sigma[samples].reshape(shape)
-            noisy = (x[samples] + noise).astype(np.float32)
+            samples, steps = sample_and_step(rows, nsamples)
+            noisy = (x[samples] + noises[steps] * sigma[samples].reshape(shape)).astype(np.float32)
             out = method.explain(ctx, noisy, targets.take(samples), **params)
             maps = np.asarray(out.values if isinstance(out, MethodOutput) else out, np.float64)
             if mode != "squared":
