@@ -20,14 +20,28 @@ def _check_flag(value, name: str) -> None:
         raise ParameterError(f"{name} must be True or False; got {value!r}.")
 
 
-def resize_maps(maps: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Bilinear (order 1) resize of a stack of 2-D maps (N, h, w) to (N, *shape)."""
-    if maps.shape[1:] == tuple(shape):
-        return maps
+def resize_matrix(size_in: int, size_out: int) -> np.ndarray:
+    """(size_out, size_in) matrix of scikit-image's order-1 ``resize`` along one axis.
+
+    Bilinear resizing (and the Gaussian anti-aliasing scikit-image applies when shrinking) is
+    linear and separable, so resizing the identity gives the matrix of the operation.
+    """
     from skimage.transform import resize
 
-    # The batch axis keeps its length, so it is left untouched: one call for the whole stack.
-    return resize(maps, (maps.shape[0], *shape), order=1)
+    return resize(np.eye(size_in), (size_out, size_in), order=1)
+
+
+def resize_maps(maps: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Bilinear (order 1) resize of a stack of 2-D maps (N, h, w) to (N, *shape).
+
+    Same numbers as ``skimage.transform.resize(map, shape, order=1)`` per map, computed for
+    the whole stack as ``rows @ maps @ cols.T``.
+    """
+    if maps.shape[1:] == tuple(shape):
+        return maps
+    rows = resize_matrix(maps.shape[1], shape[0])
+    cols = resize_matrix(maps.shape[2], shape[1])
+    return rows @ maps @ cols.T
 
 
 def normalize_maps(maps: np.ndarray) -> np.ndarray:

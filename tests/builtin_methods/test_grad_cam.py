@@ -84,6 +84,17 @@ def test_all_zero_map_stays_zero(host):
     assert torch.isfinite(out).all() and (out == 0).all()
 
 
+@pytest.mark.parametrize("shape,out", [((3, 7, 7), (224, 224)), ((2, 10, 6), (20, 3)), ((2, 50, 40), (20, 17))])
+def test_stack_resize_matches_skimage_per_map(shape, out):
+    from skimage.transform import resize
+
+    from salplug.builtin_methods.grad_cam import resize_maps
+
+    maps = np.random.default_rng(0).normal(size=shape)
+    expected = np.stack([resize(m, out, order=1) for m in maps])  # upsampling, mixed, shrinking
+    np.testing.assert_allclose(resize_maps(maps, out), expected, rtol=0, atol=1e-12)
+
+
 # -- agreement with the upstream package -------------------------------------------------------
 
 @pytest.mark.parametrize("should_resize,three_dims", [(True, True), (False, False), (True, False), (False, True)])
@@ -126,7 +137,7 @@ def test_matches_captum_layer_gradcam(host, relu):
     ours = salplug.explain(model, x, "grad_cam", target=targets, layer="conv2", host=host, relu=relu,
                            should_resize=False, three_dims=False).values
     assert expected.shape == (3, 1, 12, 12) and ours.shape == (3, 12, 12)
-    np.testing.assert_allclose(ours.numpy(), expected[:, 0].numpy(), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(ours.numpy(), expected[:, 0].detach().numpy(), rtol=1e-5, atol=1e-7)
 
 
 # -- batching, layers, errors, hooks ----------------------------------------------------------
