@@ -12,6 +12,7 @@ Quick start::
 from __future__ import annotations
 
 from .api import Explainer, explain
+from .backends.tf1_model import TF1Model
 from .errors import (
     BackendUnavailableError,
     CapabilityError,
@@ -47,6 +48,6 @@ __all__ = [
     "Attribution", "BackendUnavailableError", "CapabilityError", "Context", "DuplicateComponentError",
     "Explainer", "GUIDED_GRADIENTS", "INPUT_GRADIENTS", "InputError", "LAYER_GRADIENTS", "LayerError",
     "Method", "MethodOutput", "ModelAdapter", "ModelOutputError", "ParameterError", "PluginError",
-    "PluginLoadWarning", "SCORES", "SalplugError", "Targets", "TargetError", "UnknownComponentError",
+    "PluginLoadWarning", "SCORES", "SalplugError", "TF1Model", "Targets", "TargetError", "UnknownComponentError",
     "explain", "get_host", "get_plugin_manager", "hookimpl", "reset_host", "__version__",
 ]

@@ -131,8 +131,9 @@ def resolve_targets(adapter: Any, x: np.ndarray, target: Any, batch_size: int) -
     if not supports:
         raise TargetError(
             f"The {adapter.name!r} backend explains the scalar its model returns; it takes no "
-            f"target (got {target!r}). Select the class inside your function, or configure "
-            f"the backend's target_arg."
+            f"target (got {target!r}). Build the class selection into the model's output "
+            f"(e.g. a tf1 `y` of one scalar per example), or give the backend logits "
+            f"(tf1: logits as `y`; callable: the backend option target_arg)."
         )
     if _is_int(target):
         indices = np.full(n, int(target), dtype=np.int64)

@@ -1,0 +1,372 @@
+"""TensorFlow 1 backend: a ``tf.compat.v1`` graph run by its session (upstream ``saliency.tf1``).
+
+The model is a :class:`salplug.TF1Model` (graph, session, input tensor ``x``, explained tensor
+``y``, optional ``conv_layer`` and ``feed_dict``). ``y`` is either one scalar per example --
+upstream semantics, ``target`` must then be None -- or logits (N, classes), where a target
+class per example is fed through an int64 placeholder.
+
+Every op salplug needs (the target placeholder, the gathered score, the gradients of the score
+with respect to ``x`` and to a layer tensor) is built once per graph, the first time it is
+needed, and cached by name: running 100 explanations adds no node after the first. Guided
+backprop imports a copy of the graph, made in memory with its variables frozen to constants
+(no checkpoint file), under ``gradient_override_map`` so its Relu/Relu6 ops backpropagate the
+guided gradient; the copy and its session are cached per session. The copy is a snapshot of
+the variables taken the first time guided gradients are asked for. A finalized graph cannot
+take new ops, so its gradients are built in such a copy too (without the override).
+
+Arrays are NHWC as ``x`` takes them, which is canonical: nothing is transposed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+import weakref
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+try:
+    import tensorflow as tf
+except ImportError as exc:  # pragma: no cover - exercised without tensorflow installed
+    from ..errors import BackendUnavailableError
+
+    raise BackendUnavailableError(
+        'The tf1 backend needs TensorFlow. Install it with: pip install "salplug[tf]"'
+    ) from exc
+
+from ..errors import InputError, LayerError, ModelOutputError, ParameterError, TargetError, did_you_mean
+from ..layout import canonical_to_layout, check_channels, default_layout, numpy_to_canonical
+from ..types import GUIDED_GRADIENTS, INPUT_GRADIENTS, LAYER_GRADIENTS, SCORES, InputInfo, Targets
+from .tf1_model import TF1Model
+from .tf_guided import GUIDED_OVERRIDES, count_guided
+
+__all__ = ["TF1Adapter", "TF1Model"]
+
+v1 = tf.compat.v1
+
+# graph -> {key: tensor names}: the ops salplug added to that graph, built once.
+_OPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# session -> {(guided, y name): _View}: in-memory copies of the session's graph.
+_COPIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _silenced() -> Any:
+    try:
+        from tensorflow.python.util import deprecation
+
+        return deprecation.silence()
+    except (ImportError, AttributeError):  # pragma: no cover - older/newer TF
+        return contextlib.nullcontext()
+
+
+def _as_tensor(graph: Any, value: Any, what: str) -> Any:
+    """A tensor of ``graph`` from a tensor, a tensor name ('x:0') or an op name ('x')."""
+    if isinstance(value, str):
+        try:
+            return graph.get_tensor_by_name(value if ":" in value else f"{value}:0")
+        except (KeyError, ValueError):
+            raise KeyError(value) from None
+    if isinstance(value, tf.Operation):
+        value = value.outputs[0] if value.outputs else None
+    if not isinstance(value, tf.Tensor) or getattr(value, "graph", None) is not graph:
+        raise ParameterError(f"{what} must be a tensor of the model's graph (or its name), got "
+                             f"{type(value).__name__}.")
+    return value
+
+
+def _tensor_names(graph: Any, rank: int | None = None) -> list[str]:
+    names = []
+    for op in graph.get_operations():
+        for out in op.outputs:
+            if rank is None or out.shape.rank == rank:
+                names.append(out.name)
+    return names
+
+
+class _View:
+    """A graph and the session that runs it: the user's own, or an in-memory copy."""
+
+    def __init__(self, graph: Any, session: Any, copy: bool, guided: bool = False) -> None:
+        self.graph, self.session, self.copy, self.guided = graph, session, copy, guided
+
+    def tensor(self, t: Any) -> Any:
+        return t if not self.copy else self.graph.get_tensor_by_name(t.name)
+
+    def feed(self, feed_dict: Mapping[Any, Any]) -> dict[Any, Any]:
+        """The user's feed_dict for this graph (a new dict; keys missing from a copy dropped)."""
+        out = {}
+        for key, value in feed_dict.items():
+            name = key if isinstance(key, str) else getattr(key, "name", None)
+            if not self.copy and not isinstance(key, str):
+                out[key] = value
+                continue
+            try:
+                out[self.graph.get_tensor_by_name(name if ":" in name else f"{name}:0")] = value
+            except (KeyError, ValueError, TypeError):
+                if not self.copy:
+                    raise ParameterError(f"feed_dict key {key!r} is not a tensor of the model's graph.") from None
+        return out
+
+    def ops(self, key: tuple, build: Callable[[], list[Any]]) -> list[Any]:
+        """The tensors cached under ``key`` for this graph, built (once) by ``build``."""
+        table = _OPS.setdefault(self.graph, {})
+        names = table.get(key)
+        if names is None:
+            with self.graph.as_default(), v1.name_scope("salplug"):
+                tensors = build()
+            names = tuple(t.name for t in tensors)
+            table[key] = names
+        return [self.graph.get_tensor_by_name(n) for n in names]
+
+
+def _frozen_copy(graph: Any, session: Any, outputs: list[str], guided: bool) -> _View:
+    """Import ``graph`` into a new graph, variables as constants, optionally guided."""
+    with _silenced():
+        try:
+            frozen = v1.graph_util.convert_variables_to_constants(session, graph.as_graph_def(), outputs)
+        except Exception as exc:  # noqa: BLE001
+            raise ModelOutputError(
+                f"Could not copy the TF1 graph in memory (variables frozen to constants) for "
+                f"{'guided backprop' if guided else 'a finalized graph'}: {exc}"
+            ) from exc
+    copy = tf.Graph()
+    with copy.as_default():
+        scope = copy.gradient_override_map(GUIDED_OVERRIDES) if guided else contextlib.nullcontext()
+        with scope:
+            tf.import_graph_def(frozen, name="")
+    config = getattr(session, "_config", None)
+    return _View(copy, v1.Session(graph=copy, config=config), copy=True, guided=guided)
+
+
+class TF1Adapter:
+    """A TensorFlow 1 graph as a salplug ``ModelAdapter``.
+
+    Parameters
+    ----------
+    model : a :class:`salplug.TF1Model`, or a ``tf.compat.v1.Session`` with ``x`` and ``y``.
+    x, y, conv_layer, feed_dict : override the bundle's fields (tensors or tensor names).
+    num_classes : number of classes of logits ``y``, when its static shape does not say.
+    """
+
+    name = "tf1"
+    provides = frozenset({SCORES, INPUT_GRADIENTS, LAYER_GRADIENTS, GUIDED_GRADIENTS})
+    default_batch_size = 16
+
+    def __init__(self, model: Any, *, x: Any = None, y: Any = None, conv_layer: Any = None,
+                 feed_dict: Mapping[Any, Any] | None = None, num_classes: int | None = None) -> None:
+        if isinstance(model, TF1Model):
+            graph, session = model.graph, model.session
+            x = model.x if x is None else x
+            y = model.y if y is None else y
+            conv_layer = model.conv_layer if conv_layer is None else conv_layer
+            feed_dict = model.feed_dict if feed_dict is None else feed_dict
+        elif hasattr(model, "run") and hasattr(model, "graph"):
+            graph, session = model.graph, model
+        else:
+            raise ParameterError(
+                f"The tf1 backend needs a salplug.TF1Model(graph, session, x, y) or a "
+                f"tf.compat.v1.Session with backend_options x= and y=; got {type(model).__name__}."
+            )
+        if graph is None or session is None or x is None or y is None:
+            raise ParameterError("The tf1 backend needs a graph, a session, an input tensor x and an "
+                                 "output tensor y.")
+        if getattr(session, "graph", graph) is not graph:
+            raise ParameterError("The session does not run the given graph (session.graph is another graph).")
+        if feed_dict is not None and not isinstance(feed_dict, Mapping):
+            raise ParameterError(f"feed_dict must be a mapping, got {type(feed_dict).__name__}.")
+        self.graph, self.session = graph, session
+        try:
+            self.x = _as_tensor(graph, x, "x")
+            self.y = _as_tensor(graph, y, "y")
+        except KeyError as exc:
+            raise ParameterError(f"The graph has no tensor {exc.args[0]!r}.") from None
+        self.conv_layer = conv_layer
+        self.feed_dict: Mapping[Any, Any] = feed_dict if feed_dict is not None else {}
+        self.dtype = self.x.dtype.as_numpy_dtype if self.x.dtype.is_floating else np.float32
+
+        shape = self.y.shape
+        if shape.rank is None:
+            raise ParameterError(f"y ({self.y.name}) has an unknown rank; reshape it to (N,) for one "
+                                 f"scalar per example or (N, classes) for logits.")
+        if shape.rank == 0 or shape.rank > 2:
+            raise ParameterError(
+                f"y ({self.y.name}) has shape {shape}; the tf1 backend explains one scalar per example "
+                f"(N,) or logits (N, classes). Reduce or reshape it in the graph."
+            )
+        self.logits = shape.rank == 2 and shape[1] != 1
+        self.supports_targets = self.logits
+        self._num_classes = num_classes if num_classes is not None else (
+            int(shape[1]) if self.logits and shape[1] is not None else None)
+        xs = self.x.shape
+        self.x_shape = tuple(xs.as_list()) if xs.rank is not None else None
+        self.in_channels = self.x_shape[-1] if self.x_shape and len(self.x_shape) == 4 else None
+
+    # -- conversion ------------------------------------------------------------------------
+    def to_canonical(self, x: Any, layout: str | None = None) -> tuple[np.ndarray, InputInfo]:
+        if tf.is_tensor(x) and hasattr(x, "numpy"):
+            arr, kind, device = x.numpy(), "tf", getattr(x, "device", None)
+        else:
+            try:
+                arr = np.asarray(x)
+            except Exception as exc:  # noqa: BLE001
+                raise InputError(f"Cannot read the input ({type(x).__name__}) as an array: {exc}") from exc
+            kind, device = "numpy", None
+        rank = len(self.x_shape) if self.x_shape is not None else None
+        if rank is not None and arr.ndim not in (rank, rank - 1):
+            raise InputError(f"x ({self.x.name}) takes batches of shape {self._shape_text()}; got an "
+                             f"input of shape {arr.shape}. Pass one example or a batch.")
+        if layout is None:
+            layout = default_layout(arr.ndim, False) if rank in (None, 4) else (
+                "N..." if arr.ndim == rank else "...")
+        canonical, info = numpy_to_canonical(arr, layout, kind=kind, device=device)
+        check_channels(canonical, self.in_channels, info, arr.shape)
+        if self.x_shape is not None and canonical.ndim == len(self.x_shape):
+            for want, got in zip(self.x_shape[1:], canonical.shape[1:]):
+                if want is not None and want != got:
+                    raise InputError(f"x ({self.x.name}) takes batches of shape {self._shape_text()}; "
+                                     f"the input has shape {arr.shape}.")
+        return canonical, info
+
+    def _shape_text(self) -> str:
+        return "(" + ", ".join("N" if i == 0 and d is None else "?" if d is None else str(d)
+                               for i, d in enumerate(self.x_shape or ())) + ")"
+
+    def from_canonical(self, values: np.ndarray, info: InputInfo) -> Any:
+        out = canonical_to_layout(values, info)
+        if info.kind == "tf":
+            with tf.device(info.device) if info.device else contextlib.nullcontext():
+                return tf.identity(tf.convert_to_tensor(out))
+        return out
+
+    # -- graphs ----------------------------------------------------------------------------
+    def _copy(self, guided: bool) -> _View:
+        copies = _COPIES.setdefault(self.session, {})
+        key = (guided, self.y.name)
+        view = copies.get(key)
+        if view is None:
+            view = _frozen_copy(self.graph, self.session, [self.y.op.name], guided)
+            copies[key] = view
+        return view
+
+    def _view(self, guided: bool = False) -> _View:
+        if guided:
+            return self._copy(True)
+        if self.graph.finalized:
+            return self._copy(False)
+        return _View(self.graph, self.session, copy=False)
+
+    def _score(self, view: _View) -> tuple[Any, Any]:
+        """(score tensor, target placeholder or None) of ``view``."""
+        y = view.tensor(self.y)
+        if not self.logits:
+            (s,) = view.ops(("score", y.name), lambda: [tf.reshape(y, [-1])])
+            return s, None
+        (t,) = view.ops(("target",), lambda: [v1.placeholder(tf.int64, [None], name="target")])
+        (s,) = view.ops(("score", y.name, t.name), lambda: [tf.gather(y, t, batch_dims=1)])
+        return s, t
+
+    def _check_targets(self, targets: Targets) -> None:
+        if targets.fn is not None:
+            raise TargetError("The tf1 backend takes class indices as targets, not callables: build the "
+                              "explained scalar in your graph and pass it as y.")
+        idx = targets.indices
+        if not self.logits:
+            if idx is not None:
+                raise TargetError(f"y ({self.y.name}) is one scalar per example, so the target must be "
+                                  f"None; pass logits (N, classes) as y to choose a class.")
+            return
+        if idx is None:
+            raise TargetError(f"y ({self.y.name}) holds logits of shape {self.y.shape}; give a target class.")
+        k = self._num_classes
+        if k is not None and idx.size and (idx.min() < 0 or idx.max() >= k):
+            raise TargetError(f"target {int(idx.max() if idx.max() >= k else idx.min())} is out of "
+                              f"range: the model has {k} output classes (0..{k - 1}).")
+
+    def _feed(self, view: _View, x: np.ndarray, targets: Targets, target_ph: Any) -> dict[Any, Any]:
+        feed = view.feed(self.feed_dict)
+        feed[view.tensor(self.x)] = np.asarray(x, dtype=self.dtype)
+        if target_ph is not None:
+            feed[target_ph] = targets.indices
+        return feed
+
+    def _gradient(self, view: _View, s: Any, wrt: Any, what: str) -> Any:
+        def build() -> list[Any]:
+            (g,) = v1.gradients(s, [wrt])
+            if g is None:
+                raise ModelOutputError(f"y ({self.y.name}) does not depend on {what}; its gradient is None.")
+            return [g]
+
+        (g,) = view.ops(("grad", s.name, wrt.name), build)
+        return g
+
+    def _run(self, view: _View, fetches: list[Any], feed: dict[Any, Any]) -> list[np.ndarray]:
+        out = view.session.run(fetches, feed_dict=feed)
+        return [np.asarray(o, dtype=np.float32) for o in out]
+
+    # -- primitives ------------------------------------------------------------------------
+    def num_outputs(self) -> int | None:
+        return self._num_classes
+
+    def outputs(self, x: np.ndarray) -> np.ndarray:
+        view = self._view()
+        (out,) = self._run(view, [view.tensor(self.y)], self._feed(view, x, Targets.none(), None))
+        return out.reshape(len(x), -1)
+
+    def scores(self, x: np.ndarray, targets: Targets) -> np.ndarray:
+        self._check_targets(targets)
+        view = self._view()
+        s, t = self._score(view)
+        (out,) = self._run(view, [s], self._feed(view, x, targets, t))
+        return out.reshape(len(x))
+
+    def input_gradients(self, x: np.ndarray, targets: Targets) -> np.ndarray:
+        self._check_targets(targets)
+        return self._input_gradients(self._view(), x, targets)
+
+    def _input_gradients(self, view: _View, x: np.ndarray, targets: Targets) -> np.ndarray:
+        s, t = self._score(view)
+        feed = self._feed(view, x, targets, t)
+        g = self._gradient(view, s, view.tensor(self.x), f"x ({self.x.name})")
+        (out,) = self._run(view, [g], feed)
+        return out
+
+    def guided_input_gradients(self, x: np.ndarray, targets: Targets) -> np.ndarray:
+        self._check_targets(targets)
+        view = self._view(guided=True)
+        if count_guided(view.graph) == 0:
+            warnings.warn(f"Guided backprop found no Relu/Relu6 op in the graph of y ({self.y.name}): the "
+                          f"result equals the plain input gradient.", RuntimeWarning, stacklevel=2)
+        return self._input_gradients(view, x, targets)
+
+    # -- layers ----------------------------------------------------------------------------
+    def _layer(self, layer: Any) -> Any:
+        layer = self.conv_layer if layer is None else layer
+        if layer is None:
+            raise LayerError("Give the convolutional layer's output tensor: layer=<tensor or name>, or "
+                             "conv_layer= in the TF1Model.")
+        try:
+            return _as_tensor(self.graph, layer, "layer")
+        except KeyError:
+            names = _tensor_names(self.graph, 4)
+            raise LayerError(
+                f"The graph has no tensor {layer!r}.{did_you_mean(layer, names)} 4-D tensors: "
+                f"{', '.join(names[:40])}{' ...' if len(names) > 40 else ''}."
+            ) from None
+        except ParameterError as exc:
+            raise LayerError(str(exc)) from None
+
+    def check_layer(self, layer: Any) -> None:
+        self._layer(layer)
+
+    def layer_values_and_gradients(self, x: np.ndarray, targets: Targets, layer: Any) -> tuple[np.ndarray, np.ndarray]:
+        tensor = self._layer(layer)
+        self._check_targets(targets)
+        view = self._view()
+        s, t = self._score(view)
+        feed = self._feed(view, x, targets, t)
+        conv = view.tensor(tensor)
+        g = self._gradient(view, s, conv, f"layer {tensor.name}")
+        values, grads = self._run(view, [conv, g], feed)
+        return values, grads
