@@ -72,8 +72,7 @@ class SmoothGrad(Method):
         flat = x.reshape(n, -1)
         sigma = np.full(n, float(stdev)) if stdev is not None else stdev_spread * (flat.max(1) - flat.min(1))
         shape = (-1,) + (1,) * (x.ndim - 1)
-        total = np.zeros(x.shape, np.float64)
-        squares = np.zeros(x.shape, np.float64) if mode != "mean" else None
+        total = squares = None  # allocated from the first maps: a base method's maps need not have x's shape
         # One standard-normal draw per noise step, shared by every sample (scaled by its own
         # sigma): a sample's map does not depend on its batch, and one input reproduces
         # upstream's sequential np.random.normal draws exactly.
@@ -83,6 +82,9 @@ class SmoothGrad(Method):
             noisy = (x[samples] + noises[steps] * sigma[samples].reshape(shape)).astype(np.float32)
             out = method.explain(ctx, noisy, targets.take(samples), **params)
             maps = np.asarray(out.values if isinstance(out, MethodOutput) else out, np.float64)
+            if total is None:
+                total = np.zeros((n,) + maps.shape[1:], np.float64)
+                squares = np.zeros_like(total) if mode != "mean" else None
             if mode != "squared":
                 add_by_sample(total, samples, maps)
             if squares is not None:
