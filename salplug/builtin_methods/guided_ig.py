@@ -15,6 +15,7 @@ The path runs in float64; every step makes one model call for a batch of samples
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -32,7 +33,13 @@ def _isclose(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.abs(a - b) <= np.maximum(EPSILON * np.maximum(np.abs(a), np.abs(b)), EPSILON)
 
 
-def guided_step(path, attr, grads, start, diff, dist_total, step, steps, fraction, max_dist):
+@functools.lru_cache(maxsize=64)
+def lower_quantile_index(n: int, fraction: float) -> int:
+    """Index of the sorted value that ``np.quantile(..., fraction, method="lower")`` returns."""
+    return int(np.quantile(np.arange(n), fraction, method="lower"))
+
+
+def guided_step(path, attr, grads, start, diff, end, dist_total, step, steps, fraction, max_dist):
     """Advance each row of ``path`` (rows: samples, columns: features) by one Guided IG step.
 
     ``grads`` are the gradients at the current path points; ``path`` and ``attr`` are
@@ -40,44 +47,48 @@ def guided_step(path, attr, grads, start, diff, dist_total, step, steps, fractio
     """
     alpha = (step + 1.0) / steps
     lo, hi = max(alpha - max_dist, 0.0), min(alpha + max_dist, 1.0)
-    x_lo = start + diff * lo
     x_hi = start + diff * hi
-    target = dist_total * (1.0 - (step + 1.0) / steps)
-    end = start + diff
-    # Progress of each feature along its own segment; features with no segment count as done.
+    target = dist_total * (1.0 - alpha)
+    old = path.copy()
+    # Progress of each feature along its own segment (NaN where it has none: never behind);
+    # features that fell behind the step's lower bound are pulled up to it.
     with np.errstate(divide="ignore", invalid="ignore"):
-        progress = np.where(diff != 0, (path - start) / diff, hi)
-    behind = progress < lo
-    ranking = np.abs(grads)  # features with the smallest |gradient| move first
-    rows = np.arange(len(path))  # rows still short of this step's target distance
-    while rows.size:
-        p = path[rows]
-        old = p.copy()
-        lag = behind[rows]
-        p[lag] = x_lo[rows][lag]
-        behind[rows] = False
-        current = np.abs(p - end[rows]).sum(axis=1)
-        goal = target[rows]
+        behind = (path - start) / diff < lo
+    np.copyto(path, start + diff * lo, where=behind)
+    rank = np.abs(grads)  # features with the smallest |gradient| move first
+    kth = lower_quantile_index(rank.shape[1], fraction)
+    rows = None  # rows still short of this step's target distance (None: all of them)
+    while True:
+        if rows is None:  # views: marks and moves land in place
+            p, top, r, goal = path, x_hi, rank, target
+            current = np.abs(p - end).sum(axis=1)
+        else:
+            p, top, r, goal = path[rows], x_hi[rows], rank[rows], target[rows]
+            current = np.abs(p - end[rows]).sum(axis=1)
         done = _isclose(goal, current)
-        top = x_hi[rows]
-        rank = ranking[rows]
-        rank[p == top] = np.inf  # features at their upper bound cannot move further
-        ranking[rows] = rank
-        threshold = np.quantile(rank, fraction, axis=1, method="lower")
-        chosen = (rank <= threshold[:, None]) & np.isfinite(rank) & ~done[:, None]
-        room = (np.abs(p - top) * chosen).sum(axis=1)
+        r[p == top] = np.inf  # features at their upper bound cannot move further
+        threshold = np.partition(r, kth, axis=1)[:, kth:kth + 1]  # the fraction-quantile, "lower"
+        chosen = (r <= threshold) & (r != np.inf)
+        chosen[done] = False
+        room = np.where(chosen, np.abs(p - top), 0.0).sum(axis=1)
         with np.errstate(divide="ignore", invalid="ignore"):
             gamma = np.where(room > 0, (current - goal) / room, np.inf)
-        full = gamma > 1.0
-        # Rows with nothing left to move (or already past the goal by rounding) stop here.
-        done |= ~chosen.any(axis=1) | (gamma <= 0)
-        full &= ~done
-        part = chosen & ~full[:, None]
+        # Rows with nothing left to move (or past the goal by rounding) stop here too.
+        done |= (room == 0) | (gamma <= 0)
+        full = (gamma > 1.0) & ~done  # moving the chosen features all the way is not enough
         share = np.where(full | done, 0.0, gamma)[:, None]
-        p = np.where(chosen & full[:, None], top, np.where(part, p + (top - p) * share, p))
-        attr[rows] += (p - old) * grads[rows]
-        path[rows] = p
-        rows = rows[full]
+        moved = p + (top - p) * share
+        np.copyto(moved, top, where=full[:, None])  # exactly at the bound, so it is seen there
+        np.copyto(p, moved, where=chosen)
+        if rows is None:  # p was a view of path
+            rows = np.flatnonzero(full)
+        else:
+            path[rows] = p
+            rank[rows] = r
+            rows = rows[full]
+        if not rows.size:
+            break
+    attr += (path - old) * grads
 
 
 def _number(value, name: str) -> float:
@@ -105,7 +116,9 @@ class GuidedIG(Method):
     def check(self, ctx, x, targets, *, baseline=None, steps=200, fraction=0.25, max_dist=0.02):
         check_steps(steps)
         if not 0.0 < _number(fraction, "fraction") <= 1.0:
-            raise ParameterError(f"fraction must be in (0, 1] (the share of features moved at once), got {fraction!r}.")
+            raise ParameterError(
+                f"fraction must be in (0, 1] (the share of features moved at once), got {fraction!r}."
+            )
         if not 0.0 <= _number(max_dist, "max_dist") <= 1.0:
             raise ParameterError(
                 f"max_dist must be in [0, 1] (0: straight-line IG, 1: unbounded Guided IG), got {max_dist!r}."
@@ -115,8 +128,10 @@ class GuidedIG(Method):
 
     def explain(self, ctx, x, targets, *, baseline=None, steps=200, fraction=0.25, max_dist=0.02):
         n = len(x)
-        base = np.zeros((1,) + x.shape[1:], np.float32) if baseline is None else ctx.as_canonical(baseline, x, "baseline")
-        base = np.broadcast_to(base, x.shape)
+        if baseline is None:
+            base = np.broadcast_to(np.zeros((1,) + x.shape[1:], np.float32), x.shape)
+        else:
+            base = np.broadcast_to(ctx.as_canonical(baseline, x, "baseline"), x.shape)
         attr = np.zeros((n, x[0].size), dtype=np.float64)
         for group in ctx.chunks(n, "guided ig"):
             end = x[group].reshape(-1, attr.shape[1]).astype(np.float64)
@@ -126,7 +141,7 @@ class GuidedIG(Method):
             live = np.flatnonzero(dist_total > 0)  # a sample equal to its baseline gets zeros
             if not live.size:
                 continue
-            start, diff, dist_total = start[live], diff[live], dist_total[live]
+            start, diff, end, dist_total = start[live], diff[live], end[live], dist_total[live]
             members = np.arange(group.start, group.stop)[live]
             rows_targets = targets.take(members)
             path = start.copy()
@@ -134,7 +149,7 @@ class GuidedIG(Method):
             for step in range(steps):
                 points = path.reshape((-1,) + x.shape[1:]).astype(np.float32)
                 grads = ctx.adapter.input_gradients(points, rows_targets).reshape(path.shape).astype(np.float64)
-                guided_step(path, out, grads, start, diff, dist_total, step, steps, fraction, max_dist)
+                guided_step(path, out, grads, start, diff, end, dist_total, step, steps, fraction, max_dist)
             attr[members] = out
         return attr.reshape(x.shape).astype(np.float32)
 
