@@ -1,13 +1,22 @@
-"""The ``salplug`` command line. Heavy imports happen inside the commands that need them."""
+"""The ``salplug`` command line. Heavy imports happen inside the commands that need them.
+
+Errors a user can fix (a bad config, a missing file, an unknown method or layer) print one
+paragraph on stderr and exit with status 2, without a traceback and without partial output.
+"""
 
 from __future__ import annotations
 
+import functools
+import os
 import sys
+from pathlib import Path
 
 import click
 
 from . import __version__
 from .errors import SalplugError
+
+EXIT_USAGE = 2
 
 
 def _host():
@@ -16,10 +25,42 @@ def _host():
     return get_host()
 
 
+def _user_errors(func):
+    """Turn a SalplugError into ``error: <one paragraph>`` on stderr and exit status 2."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except SalplugError as exc:
+            message = " ".join(str(exc).split())
+            click.secho(f"error: {message}", fg="red", err=True)
+            sys.exit(EXIT_USAGE)
+
+    return wrapper
+
+
+def _common_run_options(func):
+    """--backend/--device/--batch-size/--seed/--quiet, shared by run, explain and demo."""
+    for option in reversed([
+        click.option("--backend", default=None, help="Backend: torch, tf2, tf1 or a plugin's (overrides the config)."),
+        click.option("--device", default=None, help="Device for the backend, e.g. cpu or cuda:0."),
+        click.option("--batch-size", type=int, default=None, help="Rows per model call for inner work."),
+        click.option("--seed", type=int, default=None, help="Seed for random methods (SmoothGrad noise)."),
+        click.option("--quiet", "-q", is_flag=True, help="No progress bars or notes."),
+    ]):
+        func = option(func)
+    return func
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="salplug")
 def main() -> None:
     """Saliency maps for image models, on any framework, extensible by plugins."""
+    # OpenMP threads that busy-wait between parallel regions fight every other process for the
+    # cores; on a shared 2-core machine that made `salplug demo` 7x slower (125 s vs 18 s).
+    # Frameworks are imported later, inside the commands, so this still takes effect.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 @main.command("list")
@@ -61,28 +102,116 @@ def _report_errors(host) -> None:
             click.secho(f"plugin {name!r} was not loaded: {error}", fg="yellow", err=True)
 
 
+def _finish(result_index, folder, quiet: bool) -> None:
+    if not quiet:
+        click.echo(f"wrote {result_index if result_index is not None else folder}")
+
+
+@main.command("run")
+@click.argument("config", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", "out_dir", default=None, help="Output folder (overrides outputs.folder).")
+@click.option("--target", default=None, help='Class index, "top1", or comma-separated indices, one per image.')
+@click.option("--layer", default=None, help="Layer for Grad-CAM style methods (overrides model.layer).")
+@_common_run_options
+@_user_errors
+def run_config(config, out_dir, target, layer, backend, device, batch_size, seed, quiet) -> None:
+    """Run the explanations a config file describes (TOML, YAML or pyproject.toml [tool.salplug]).
+
+    Without CONFIG, uses salplug.toml / salplug.yaml in the working folder, else the
+    [tool.salplug] table of ./pyproject.toml. Flags beat SALPLUG_* variables, which beat the file.
+    """
+    from .config import ConfigError, find_config, load_config
+    from .runner import run
+
+    if config is None:
+        config = find_config(".")
+        if config is None:
+            raise ConfigError("no CONFIG given and no salplug.toml, salplug.yaml or pyproject.toml with "
+                              "[tool.salplug] here; pass a config file (see examples/demo.toml).")
+    host = _host()
+    # --out is relative to the working folder, not to the config file.
+    overrides = {"outputs.folder": str(Path(out_dir).absolute()) if out_dir else None, "model.backend": backend,
+                 "model.device": device, "model.batch_size": batch_size, "seed": seed,
+                 "model.target": target, "model.layer": layer}
+    cfg = load_config(config, overrides=overrides, host=host)
+    result = run(cfg, host=host, quiet=quiet, source=str(config))
+    _finish(result.index, result.folder, quiet)
+
+
+@main.command("explain")
+@click.argument("images", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--sample", "samples", multiple=True, help="A scikit-image sample photo (repeatable), e.g. chelsea.")
+@click.option("--method", "-m", "methods", multiple=True, help="Method (repeatable; default: gradients).")
+@click.option("--model", default=None, help='Built-in model name or "package.module:attribute" (default: the demo model).')
+@click.option("--target", default=None, help='Class index, "top1" (default), or comma-separated indices per image.')
+@click.option("--layer", default=None, help="Layer for Grad-CAM style methods.")
+@click.option("--param", "-p", "params", multiple=True, metavar="KEY=VALUE",
+              help="Method parameter (repeatable), e.g. steps=50 or integrated_gradients.steps=50.")
+@click.option("--visualizer", "visualizers", multiple=True, help="Visualizer for the PNGs (repeatable; default auto).")
+@click.option("--out", "out_dir", default="salplug-explain", show_default=True, help="Output folder.")
+@_common_run_options
+@_user_errors
+def explain_images(images, samples, methods, model, target, layer, params, visualizers, out_dir, backend, device,
+                   batch_size, seed, quiet) -> None:
+    """Explain IMAGE files (and --sample photos) with one or more methods; writes PNGs, .npz, summary.json."""
+    from .config import ConfigError, load_config
+    from .runner import run
+
+    if not images and not samples:
+        raise ConfigError("give at least one IMAGE file or --sample NAME (e.g. --sample chelsea).")
+    methods = list(methods) or ["gradients"]
+    per_method: dict[str, dict] = {m: {} for m in methods}
+    for item in params:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--param {item!r}: write KEY=VALUE, e.g. steps=50.")
+        value = _parse_value(raw)
+        method, dot, name = key.rpartition(".")
+        if dot and method not in per_method:
+            raise ConfigError(f"--param {item!r}: {method!r} is not one of the --method values ({', '.join(methods)}).")
+        for m in ([method] if dot else methods):
+            per_method[m][name] = value
+    data = {
+        "model": {"source": model or "efficientnet_lite0"},
+        "inputs": {"files": [str(Path(p).absolute()) for p in images], "samples": list(samples)},
+        "explanations": [{"method": m, "params": per_method[m]} for m in methods],
+        "outputs": {"folder": str(Path(out_dir).absolute()), "visualizers": list(visualizers) or ["auto"]},
+    }
+    overrides = {"model.backend": backend, "model.device": device, "model.batch_size": batch_size, "seed": seed,
+                 "model.target": target, "model.layer": layer}
+    host = _host()
+    cfg = load_config(data=data, overrides=overrides, host=host)
+    result = run(cfg, host=host, quiet=quiet)
+    _finish(result.index, result.folder, quiet)
+
+
+def _parse_value(raw: str):
+    """A --param value: TOML scalar/array syntax (50, 0.5, true, "x", [1, 2]), else the plain string."""
+    import tomllib
+
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
 @main.command("demo")
-@click.option("--out", "out_dir", default="salplug-demo", show_default=True, help="Output folder.")
-@click.option("--images", default="chelsea,coffee", show_default=True,
-              help="Comma-separated scikit-image sample photos (e.g. chelsea,coffee,astronaut).")
-@click.option("--methods", default=None, help="Comma-separated methods (default: every built-in).")
-@click.option("--steps", default=None, type=int, help="Path steps for IG-style methods (more = slower, smoother).")
-@click.option("--batch-size", default=None, type=int, help="Rows per model call.")
-@click.option("--device", default=None, help="torch device, e.g. cpu or cuda.")
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--quiet", is_flag=True, help="No progress output.")
-def demo(out_dir, images, methods, steps, batch_size, device, seed, quiet) -> None:
+@click.option("--out", "out_dir", default=None, help="Output folder [default: salplug-demo].")
+@click.option("--images", default=None,
+              help="Comma-separated scikit-image sample photos [default: chelsea,coffee] (e.g. add astronaut,rocket).")
+@click.option("--methods", default=None, help="Comma-separated methods (default: every built-in one).")
+@click.option("--steps", default=None, type=int,
+              help="Path steps for IG-style methods and SmoothGrad samples (more = slower, smoother).")
+@_common_run_options
+@_user_errors
+def demo(out_dir, images, methods, steps, backend, device, batch_size, seed, quiet) -> None:
     """Explain EfficientNet-Lite0 on sample photos with every method; writes PNG grids and index.html."""
     from .demo import run_demo
 
-    try:
-        index = run_demo(out_dir, images=[s for s in images.split(",") if s],
-                         methods=methods.split(",") if methods else None, steps=steps,
-                         batch_size=batch_size, device=device, seed=seed, quiet=quiet)
-    except SalplugError as exc:
-        click.secho(f"error: {exc}", fg="red", err=True)
-        sys.exit(2)
-    click.echo(f"wrote {index}")
+    index = run_demo(out_dir, images=[s.strip() for s in images.split(",") if s.strip()] if images else None,
+                     methods=[m.strip() for m in methods.split(",") if m.strip()] if methods else None,
+                     steps=steps, batch_size=batch_size, device=device, seed=seed, quiet=quiet, backend=backend)
+    _finish(index, None, quiet)
 
 
 if __name__ == "__main__":  # pragma: no cover

