@@ -103,7 +103,8 @@ def test_builtin_method_conforms(kit_host, name):
     report = T.check_method(name, host=kit_host, params=PARAMS.get(name, {}),
                             bad_params=BAD_PARAMS.get(name, ()), check_batch=name not in NOT_BATCH_INDEPENDENT)
     assert report["shape"][:3] == (3, 9, 7)
-    assert report["calls"], "the method made no model call"
+    if name != "random":  # the random-map baseline ignores the model by design
+        assert report["calls"], "the method made no model call"
 
 
 def test_smoothgrad_batch_equals_stack_of_singles(kit_host):
