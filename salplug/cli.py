@@ -138,6 +138,41 @@ def run_config(config, out_dir, target, layer, backend, device, batch_size, seed
     _finish(result.index, result.folder, quiet)
 
 
+@main.command("evaluate")
+@click.argument("config", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--metric", "metrics", multiple=True,
+              help="Metric (repeatable; default: the config's evaluation.metrics, else insertion and deletion).")
+@click.option("--out", "out_dir", default=None, help="Output folder (overrides evaluation.folder).")
+@click.option("--target", default=None, help='Class index, "top1", or comma-separated indices, one per image.')
+@click.option("--layer", default=None, help="Layer for Grad-CAM style methods (overrides model.layer).")
+@_common_run_options
+@_user_errors
+def evaluate_command(config, metrics, out_dir, target, layer, backend, device, batch_size, seed, quiet) -> None:
+    """Score a config's explanations with metrics (insertion, deletion, pic, model_randomization).
+
+    Prints the table (mean ± std over the photos, the random baseline included) and writes
+    evaluation.csv, evaluation.json, curve plots and index.html (see docs/evaluation.md).
+    """
+    from .config import ConfigError, find_config, load_config
+    from .evaluate import evaluate_config
+
+    if config is None:
+        config = find_config(".")
+        if config is None:
+            raise ConfigError("no CONFIG given and no salplug.toml, salplug.yaml or pyproject.toml with "
+                              "[tool.salplug] here; pass a config file (see examples/demo.toml).")
+    host = _host()
+    overrides = {"evaluation.folder": str(Path(out_dir).absolute()) if out_dir else None, "model.backend": backend,
+                 "model.device": device, "model.batch_size": batch_size, "seed": seed,
+                 "model.target": target, "model.layer": layer}
+    cfg = load_config(config, overrides=overrides, host=host)
+    result = evaluate_config(cfg, host=host, quiet=quiet, metrics=list(metrics) or None)
+    click.echo(result.table())
+    for note in result.notes:
+        click.secho(f"note: {note}", fg="yellow", err=True)
+    _finish(result.files.get("html"), None, quiet)
+
+
 @main.command("explain")
 @click.argument("images", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--sample", "samples", multiple=True, help="A scikit-image sample photo (repeatable), e.g. chelsea.")

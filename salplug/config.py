@@ -23,7 +23,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from .errors import SalplugError, closest
 
 __all__ = [
-    "BUILTIN_MODELS", "Config", "ConfigError", "ENV_VARS", "Explanation", "FORMATS", "Inputs",
+    "BUILTIN_MODELS", "Config", "ConfigError", "ENV_VARS", "Evaluation", "Explanation", "FORMATS", "Inputs",
     "ModelConfig", "Outputs", "Preprocessing", "apply_overrides", "find_config", "load_config",
     "read_config_file", "validate_config",
 ]
@@ -161,6 +161,23 @@ class Outputs(_Section):
     overwrite: bool = True
 
 
+class MetricEntry(_Section):
+    """One metric of ``salplug evaluate`` (``name`` tells two settings of one metric apart)."""
+
+    metric: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    name: Union[str, None] = None
+
+
+class Evaluation(_Section):
+    """What ``salplug evaluate`` scores the explanations with (see docs/evaluation.md)."""
+
+    metrics: list[Union[str, MetricEntry]] = Field(default_factory=lambda: ["insertion", "deletion"])
+    include_random: bool = True
+    folder: Union[str, None] = Field(None, description="default: <outputs.folder>/evaluation")
+    batch_size: Union[Annotated[int, Field(ge=1)], None] = None
+
+
 class Config(_Section):
     """A whole run. ``base_dir`` (not a key) is where relative paths start."""
 
@@ -168,6 +185,7 @@ class Config(_Section):
     inputs: Inputs = Field(default_factory=Inputs)
     explanations: Annotated[list[Explanation], Field(min_length=1)]
     outputs: Outputs = Field(default_factory=Outputs)
+    evaluation: Evaluation = Field(default_factory=Evaluation)
     seed: int = 0
 
     base_dir: Annotated[str, Field(exclude=True)] = "."  # set by load_config, not a file key

@@ -30,6 +30,7 @@ ENTRY_POINT_GROUP = "salplug"
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "salplug.backends",
     "salplug.visualizers.images",
+    "salplug.metrics.builtin",
 )
 
 

@@ -12,9 +12,17 @@ def sample_and_step(rows: slice, per_sample: int) -> tuple[np.ndarray, np.ndarra
 
 
 def add_by_sample(out: np.ndarray, samples: np.ndarray, values: np.ndarray) -> None:
-    """``out[samples[i]] += values[i]`` for sorted ``samples``, one vectorised reduction per run."""
+    """``out[samples[i]] += values[i]`` for sorted ``samples``, summed in ``out``'s precision.
+
+    One vectorised sum per run of equal samples (a batch holds a few runs: the rows of one
+    sample are consecutive); ``np.add.reduceat`` would be 3-4x slower on image-sized rows.
+    """
     starts = np.flatnonzero(np.r_[True, samples[1:] != samples[:-1]])
-    out[samples[starts]] += np.add.reduceat(values, starts, axis=0)
+    if len(starts) == len(samples):  # one row per sample
+        out[samples] += values
+        return
+    for a, b in zip(starts, np.r_[starts[1:], len(samples)]):
+        out[samples[a]] += values[a:b].sum(axis=0, dtype=out.dtype)
 
 
 def broadcast_rows(arr: np.ndarray, samples: np.ndarray) -> np.ndarray:

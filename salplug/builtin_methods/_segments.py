@@ -1,15 +1,18 @@
 """Segments and region ranking for XRAI (Kapishnikov et al. ICCV 2019), numpy/scipy only.
 
-Every set of segments is a sparse mask-by-pixel incidence matrix (``scipy.sparse`` CSR, one row
-per mask, columns are pixels of the H x W image in C order). Felzenszwalb segments are dilated
-from their label images in one vectorised pass per scale rather than one mask at a time, and
-the greedy ranking keeps per-mask remaining pixel counts and attribution sums up to date
-through the pixel-to-mask incidence, so a step costs only the pixels it newly covers.
+Masks are stored by *atoms*: the sets of pixels that lie in exactly the same masks. Every
+pixel's masks form one bitset (a column of uint64 words). Felzenszwalb segments are dilated as
+bitsets of their label image -- a shift-and-OR over the rows of the disk, one pass per scale
+for every label at once -- and pixels with equal bitsets make one atom. The greedy ranking
+works on the few thousand atoms instead of every pixel, keeping each mask's remaining pixel
+count and attribution sum up to date through the atom-to-mask incidence, so a step costs only
+the atoms it newly covers.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,8 +23,7 @@ FELZENSZWALB_MIN_SIZE = 150
 SEGMENTATION_SIZE = (224, 224)
 DILATION_RADIUS = 5
 
-# Largest (label x pixel) bitmap used at once while deduplicating dilated labels.
-_BITMAP_LIMIT = 1 << 24
+_WORD = 64
 
 
 # -- segmentation ------------------------------------------------------------------------------
@@ -38,6 +40,17 @@ def normalize_for_segmentation(image: np.ndarray, size=SEGMENTATION_SIZE) -> np.
     return im
 
 
+def _segment(normalized: np.ndarray, scale, shape, sigma: float, min_size: int) -> np.ndarray:
+    """Felzenszwalb labels of a normalised image, resized back to ``shape`` (nearest)."""
+    from skimage.segmentation import felzenszwalb
+    from skimage.transform import resize
+
+    seg = felzenszwalb(normalized, scale=scale, sigma=sigma, min_size=min_size)
+    if seg.shape != tuple(shape):
+        seg = resize(seg, shape, order=0, preserve_range=True, mode="constant", anti_aliasing=False).astype(int)
+    return seg
+
+
 def felzenszwalb_labels(image: np.ndarray, scales=FELZENSZWALB_SCALES, sigma: float = FELZENSZWALB_SIGMA,
                         min_size: int = FELZENSZWALB_MIN_SIZE, size=SEGMENTATION_SIZE,
                         pool=None) -> list[np.ndarray]:
@@ -45,7 +58,7 @@ def felzenszwalb_labels(image: np.ndarray, scales=FELZENSZWALB_SCALES, sigma: fl
 
     The segmentation runs on the image normalised by :func:`normalize_for_segmentation`;
     labels are resized back to H x W by nearest neighbour. ``pool`` (an executor) runs the
-    scales concurrently (scikit-image releases the GIL there).
+    scales concurrently.
     """
     return felzenszwalb_label_batch(image[None], scales, sigma, min_size, size, pool)[0]
 
@@ -54,22 +67,11 @@ def felzenszwalb_label_batch(images: np.ndarray, scales=FELZENSZWALB_SCALES, sig
                              min_size: int = FELZENSZWALB_MIN_SIZE, size=SEGMENTATION_SIZE,
                              pool=None) -> list[list[np.ndarray]]:
     """:func:`felzenszwalb_labels` for each image of ``images`` (N, H, W, C)."""
-    from skimage.segmentation import felzenszwalb
-    from skimage.transform import resize
-
     shape = images.shape[1:3]
     normalized = [normalize_for_segmentation(im, size) for im in images]
-
-    def one(job):
-        i, scale = job
-        seg = felzenszwalb(normalized[i], scale=scale, sigma=sigma, min_size=min_size)
-        if seg.shape != shape:
-            seg = resize(seg, shape, order=0, preserve_range=True, mode="constant",
-                         anti_aliasing=False).astype(int)
-        return seg
-
     jobs = [(i, s) for i in range(len(images)) for s in scales]
-    segs = list(pool.map(one, jobs)) if pool is not None else [one(j) for j in jobs]
+    run = lambda job: _segment(normalized[job[0]], job[1], shape, sigma, min_size)  # noqa: E731
+    segs = list(pool.map(run, jobs)) if pool is not None else [run(j) for j in jobs]
     k = len(scales)
     return [segs[i * k:(i + 1) * k] for i in range(len(images))]
 
@@ -82,129 +84,233 @@ def disk_offsets(radius: int) -> np.ndarray:
     return np.stack([dy[inside], dx[inside]], axis=1)
 
 
-def dilated_label_pairs(labels: np.ndarray, radius: int = DILATION_RADIUS) -> tuple[np.ndarray, np.ndarray, int]:
-    """(mask, pixel) pairs of every label's mask dilated by a disk of ``radius``.
+def _shift_or(dst: np.ndarray, src: np.ndarray, axis: int, step: int) -> None:
+    """``dst |= src`` shifted by ``step`` (positive and negative) along ``axis``, zeros outside."""
+    lo = [slice(None)] * src.ndim
+    hi = [slice(None)] * src.ndim
+    lo[axis], hi[axis] = slice(step, None), slice(None, -step)
+    dst[tuple(lo)] |= src[tuple(hi)]
+    dst[tuple(hi)] |= src[tuple(lo)]
 
-    Mask ``m`` is label ``labels.min() + m``, for every value up to ``labels.max()`` (absent
-    labels give empty masks). Pixel p lies in dilated mask L when some pixel of label L lies
-    within the disk around p. A pixel whose square neighbourhood holds one label only gets
-    that label; the others look at each disk offset once (neighbours clamped into the image,
-    which keeps them inside the disk), marking (label, pixel) in a label-major bitmap, so the
-    pairs come out deduplicated and sorted by mask, then pixel.
 
-    Returns
-    -------
-    masks, pixels : int64 arrays of the pairs (pixels flat, C order); n_masks.
+def label_bits(labels: np.ndarray) -> tuple[np.ndarray, int]:
+    """One-hot bitsets of a label image: (words, H, W) uint64 and the number of labels.
+
+    Label ``m`` (counted from ``labels.min()``, every value up to the maximum, so absent
+    labels give empty masks) is bit ``m % 64`` of word ``m // 64``.
     """
-    from scipy import ndimage
-
-    h, w = labels.shape
-    n_pixels = h * w
     lab = np.asarray(labels, np.int64)
-    lab = lab - lab.min()
-    n_masks = int(lab.max()) + 1
+    lab = (lab - lab.min()).ravel()
+    n_labels = int(lab.max()) + 1
+    words = -(-n_labels // _WORD)
+    bits = np.zeros((words, lab.size), np.uint64)
+    bits[lab >> 6, np.arange(lab.size)] = np.left_shift(np.uint64(1), (lab & 63).astype(np.uint64))
+    return bits.reshape((words,) + labels.shape), n_labels
+
+
+def dilate_bits(bits: np.ndarray, radius: int = DILATION_RADIUS) -> np.ndarray:
+    """Bitsets (words, H, W) dilated by a disk of ``radius``: every label's mask at once.
+
+    A pixel gets every label found within the disk around it: rows of the disk are horizontal
+    runs, so the runs' ORs are built once per half-width and then ORed over the rows.
+    """
     if radius <= 0:
-        order = np.argsort(lab.ravel(), kind="stable")
-        return lab.ravel()[order], order, n_masks
-    size = 2 * radius + 1
-    small = lab.astype(np.int32) if n_masks < 2**31 else lab
-    single = (ndimage.maximum_filter(small, size=size, mode="nearest")
-              == ndimage.minimum_filter(small, size=size, mode="nearest")).ravel()
-    padded_w = w + 2 * radius
-    padded = np.pad(lab, radius, mode="edge").ravel()
-    flat = lab.ravel()
+        return bits
     offsets = disk_offsets(radius)
-    steps = offsets[:, 0] * padded_w + offsets[:, 1]
-    chunk = max(1, _BITMAP_LIMIT // n_masks)
-    masks, pixels = [], []
-    for start in range(0, n_pixels, chunk):
-        n = min(chunk, n_pixels - start)
-        seen = np.zeros(n_masks * n, bool)
-        one = np.flatnonzero(single[start:start + n])
-        seen[flat[start + one] * n + one] = True
-        many = np.flatnonzero(~single[start:start + n])
-        ys, xs = np.divmod(many + start, w)
-        centre = (ys + radius) * padded_w + xs + radius
-        scaled = padded * n
-        for step in steps:
-            key = np.take(scaled, centre + step)
-            key += many
-            seen[key] = True
-        keys = np.flatnonzero(seen)
-        m, p = np.divmod(keys, n)
-        masks.append(m)
-        pixels.append(p + start)
-    masks, pixels = np.concatenate(masks), np.concatenate(pixels)
-    if chunk < n_pixels:  # chunks are each sorted by mask: merge them
-        order = np.argsort(masks, kind="stable")
-        masks, pixels = masks[order], pixels[order]
-    return masks, pixels, n_masks
+    half = [int(offsets[offsets[:, 0] == dy, 1].max()) for dy in range(radius + 1)]
+    runs, cur = {0: bits}, bits
+    for r in range(1, max(half) + 1):
+        cur = cur.copy()
+        _shift_or(cur, bits, 2, r)
+        runs[r] = cur
+    out = runs[half[0]].copy()
+    for dy in range(1, radius + 1):
+        _shift_or(out, runs[half[dy]], 1, dy)
+    return out
+
+
+def dilated_label_bits(labels: np.ndarray, radius: int = DILATION_RADIUS) -> tuple[np.ndarray, int]:
+    """Every label's mask dilated by a disk of ``radius``, as bitsets (words, H * W)."""
+    bits, n_labels = label_bits(labels)
+    return dilate_bits(bits, radius).reshape(len(bits), -1), n_labels
+
+
+# -- atoms -------------------------------------------------------------------------------------
+def _column_keys(words: np.ndarray) -> np.ndarray:
+    """One uint64 per column of ``words`` (K, P): the word itself, or a mixing hash of all K."""
+    if len(words) == 1:
+        return words[0]
+    rng = np.random.default_rng(0x5A1)
+    mult = rng.integers(1, 2**63, size=len(words), dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+    key = np.zeros(words.shape[1], np.uint64)
+    for w, m in zip(words, mult):
+        key ^= (w ^ (w >> np.uint64(31))) * m
+        key = (key << np.uint64(7)) | (key >> np.uint64(57))
+    return key
+
+
+def atoms_of(words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Group equal columns of ``words`` (K, P): (atom index per column, first column of each atom)."""
+    _, first, inverse = np.unique(_column_keys(words), return_index=True, return_inverse=True)
+    inverse = inverse.ravel()
+    if len(words) > 1 and not np.array_equal(words[:, first][:, inverse], words):  # a hash collision
+        _, first, inverse = np.unique(words.T, axis=0, return_index=True, return_inverse=True)
+        inverse = inverse.ravel()
+    return inverse, first
 
 
 @dataclass
 class Incidence:
-    """Masks as a sparse incidence: ``csr`` (mask x pixel) and ``csc`` (the same, by pixel)."""
+    """Masks over an H x W image, by atoms (pixels that lie in exactly the same masks).
 
-    csr: object
-    csc: object
+    atoms : (H * W,) atom of each pixel (C order).
+    masks : CSR (n_masks x n_atoms), the atoms of each mask.
+    """
+
+    atoms: np.ndarray
+    masks: object
     shape: tuple[int, int]
     timings: dict = field(default_factory=dict)
+    _by_atom: object = field(default=None, repr=False)
+    _csr: object = field(default=None, repr=False)
 
     @property
     def n_masks(self) -> int:
-        return self.csr.shape[0]
+        return self.masks.shape[0]
+
+    @property
+    def n_atoms(self) -> int:
+        return self.masks.shape[1]
+
+    @property
+    def atom_masks(self):
+        """CSC of ``masks``: the masks holding each atom."""
+        if self._by_atom is None:
+            self._by_atom = self.masks.tocsc()
+            self._by_atom.sort_indices()
+        return self._by_atom
+
+    @property
+    def csr(self):
+        """CSR (n_masks x pixels) of the masks themselves."""
+        if self._csr is None:
+            from scipy import sparse
+
+            n = self.atoms.size
+            onehot = sparse.csr_matrix((np.ones(n), (self.atoms, np.arange(n))), shape=(self.n_atoms, n))
+            self._csr = (self.masks @ onehot).tocsr()
+            self._csr.sort_indices()
+        return self._csr
 
     def mask(self, m: int) -> np.ndarray:
         """Boolean H x W image of mask ``m``."""
-        out = np.zeros(self.csr.shape[1], bool)
-        out[self.pixels(m)] = True
-        return out.reshape(self.shape)
+        inside = np.zeros(self.n_atoms, bool)
+        inside[self.masks.indices[self.masks.indptr[m]:self.masks.indptr[m + 1]]] = True
+        return inside[self.atoms].reshape(self.shape)
 
     def pixels(self, m: int) -> np.ndarray:
-        return self.csr.indices[self.csr.indptr[m]:self.csr.indptr[m + 1]]
+        return np.flatnonzero(self.mask(m))
 
 
-def incidence_from_pairs(masks: np.ndarray, pixels: np.ndarray, n_masks: int, shape) -> Incidence:
-    """An :class:`Incidence` from deduplicated (mask, pixel) pairs sorted by mask, then pixel."""
+def set_bits(words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(bit position, column) of every set bit of ``words`` (K, A) uint64; position = word * 64 + bit."""
+    positions, columns = [], []
+    for k, word in enumerate(words):
+        cols = np.flatnonzero(word)
+        w = word[cols]
+        while len(cols):
+            low = w & (~w + np.uint64(1))                   # the lowest set bit
+            positions.append(k * _WORD + np.log2(low.astype(np.float64)).astype(np.int64))
+            columns.append(cols)
+            w = w ^ low
+            keep = w != 0
+            cols, w = cols[keep], w[keep]
+    if not positions:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(positions), np.concatenate(columns)
+
+
+def incidence_from_bits(words: np.ndarray, rows: np.ndarray, shape) -> Incidence:
+    """An :class:`Incidence` from per-pixel bitsets ``words`` (K, P) uint64.
+
+    ``rows`` lists, in mask order, the bit position (word * 64 + bit) of every mask.
+    """
     from scipy import sparse
 
-    n_pixels = int(shape[0] * shape[1])
-    indptr = np.zeros(n_masks + 1, np.int64)
-    np.cumsum(np.bincount(masks, minlength=n_masks), out=indptr[1:])
-    csr = sparse.csr_matrix((np.ones(len(pixels)), pixels, indptr), shape=(n_masks, n_pixels))
-    csr.has_sorted_indices = True
-    csc = csr.tocsc()
-    csc.has_sorted_indices = True
-    return Incidence(csr, csc, tuple(shape))
+    atoms, first = atoms_of(words)
+    positions, columns = set_bits(words[:, first])
+    mask_of = np.full(len(words) * _WORD, -1, np.int64)
+    mask_of[np.asarray(rows)] = np.arange(len(rows))
+    masks = mask_of[positions]
+    keep = masks >= 0
+    masks, columns = masks[keep], columns[keep]
+    order = np.lexsort((columns, masks))
+    indptr = np.zeros(len(rows) + 1, np.int64)
+    np.cumsum(np.bincount(masks, minlength=len(rows)), out=indptr[1:])
+    mask_atoms = sparse.csr_matrix((np.ones(len(order)), columns[order], indptr), shape=(len(rows), len(first)))
+    mask_atoms.has_sorted_indices = True
+    return Incidence(atoms, mask_atoms, tuple(shape))
 
 
 def labels_incidence(segs, shape, radius: int = DILATION_RADIUS) -> Incidence:
     """The dilated masks of several label images (H, W) of one image, numbered label image
     by label image, then label by label (upstream's order)."""
-    all_masks, all_pixels, offset = [], [], 0
-    for seg in segs:
-        masks, pixels, n_masks = dilated_label_pairs(seg, radius)
-        all_masks.append(masks + offset)
-        all_pixels.append(pixels)
-        offset += n_masks
-    return incidence_from_pairs(np.concatenate(all_masks), np.concatenate(all_pixels), offset, shape)
+    return _combine([dilated_label_bits(seg, radius) for seg in segs], shape)
 
 
-def felzenszwalb_incidences(images: np.ndarray, radius: int = DILATION_RADIUS, pool=None) -> list[Incidence]:
+def _combine(parts, shape) -> Incidence:
+    """One incidence from per-label-image bitsets [(words (K_i, P), n_labels_i), ...]."""
+    words, rows, offset = [], [], 0
+    for bits, n_labels in parts:
+        words.append(bits)
+        rows.append(offset * _WORD + np.arange(n_labels))
+        offset += len(bits)
+    return incidence_from_bits(np.concatenate(words), np.concatenate(rows), shape)
+
+
+def start_felzenszwalb(images: np.ndarray, radius: int = DILATION_RADIUS, pool=None,
+                       scales=FELZENSZWALB_SCALES):
+    """Start XRAI's default segmentation of ``images`` (N, H, W, C); returns ``finish()``, which
+    waits for it and returns one :class:`Incidence` per image.
+
+    Each (image, scale) -- Felzenszwalb and the dilation of its labels -- is one job of
+    ``pool``, so the work runs while the caller does something else (XRAI's IG); without a
+    pool it all runs inside ``finish()``. ``timings`` records the seconds of each stage.
+    """
+    shape = images.shape[1:3]
+    normalized = [normalize_for_segmentation(im) for im in images]
+
+    def job(item):
+        i, scale = item
+        t0 = time.perf_counter()
+        seg = _segment(normalized[i], scale, shape, FELZENSZWALB_SIGMA, FELZENSZWALB_MIN_SIZE)
+        t1 = time.perf_counter()
+        bits = dilated_label_bits(seg, radius)
+        return bits, t1 - t0, time.perf_counter() - t1
+
+    jobs = [(i, s) for i in range(len(images)) for s in scales]
+    futures = [pool.submit(job, j) for j in jobs] if pool is not None else None
+
+    def finish() -> list[Incidence]:
+        done = [f.result() for f in futures] if futures is not None else [job(j) for j in jobs]
+        out, k = [], len(scales)
+        for i in range(len(images)):
+            part = done[i * k:(i + 1) * k]
+            start = time.perf_counter()
+            inc = _combine([p[0] for p in part], shape)
+            inc.timings = {"felzenszwalb": sum(p[1] for p in part), "dilation": sum(p[2] for p in part),
+                           "atoms": time.perf_counter() - start}
+            out.append(inc)
+        return out
+
+    return finish
+
+
+def felzenszwalb_incidences(images: np.ndarray, radius: int = DILATION_RADIUS, pool=None,
+                            scales=FELZENSZWALB_SCALES) -> list[Incidence]:
     """XRAI's default segments of each image of ``images`` (N, H, W, C): Felzenszwalb at six
-    scales, each segment dilated by a disk of ``radius``. ``timings`` records the two stages."""
-    import time
-
-    t0 = time.perf_counter()
-    batch = felzenszwalb_label_batch(images, pool=pool)
-    t1 = time.perf_counter()
-    out = []
-    for segs in batch:
-        start = time.perf_counter()
-        inc = labels_incidence(segs, images.shape[1:3], radius)
-        inc.timings = {"felzenszwalb": (t1 - t0) / len(images), "incidence": time.perf_counter() - start}
-        out.append(inc)
-    return out
+    scales, each segment dilated by a disk of ``radius`` (see :func:`start_felzenszwalb`)."""
+    return start_felzenszwalb(images, radius, pool, scales)()
 
 
 def felzenszwalb_incidence(image: np.ndarray, radius: int = DILATION_RADIUS, pool=None) -> Incidence:
@@ -215,17 +321,23 @@ def felzenszwalb_incidence(image: np.ndarray, radius: int = DILATION_RADIUS, poo
 def masks_incidence(masks: np.ndarray) -> Incidence:
     """An :class:`Incidence` from boolean masks (M, H, W), used as given (no dilation)."""
     masks = np.asarray(masks, bool)
-    m, p = np.nonzero(masks.reshape(len(masks), -1))
-    return incidence_from_pairs(m, p, len(masks), masks.shape[1:])
+    m = len(masks)
+    packed = np.packbits(masks.reshape(m, -1), axis=0, bitorder="little")      # (ceil(m / 8), P)
+    words = -(-m // _WORD)
+    padded = np.zeros((words * 8, packed.shape[1]), np.uint8)
+    padded[:len(packed)] = packed
+    bits = np.ascontiguousarray(padded.reshape(words, 8, -1).transpose(0, 2, 1)).view(np.uint64)[..., 0]
+    return incidence_from_bits(bits, np.arange(m), masks.shape[1:])
 
 
 def label_image_incidence(labels: np.ndarray) -> Incidence:
     """An :class:`Incidence` with one mask per distinct value of an integer label image (H, W),
     in increasing label order, used as given (no dilation)."""
+    from scipy import sparse
+
     values, inverse = np.unique(np.asarray(labels), return_inverse=True)
-    inverse = inverse.ravel()
-    pixels = np.argsort(inverse, kind="stable")
-    return incidence_from_pairs(inverse[pixels], pixels, len(values), labels.shape)
+    n = len(values)
+    return Incidence(inverse.ravel(), sparse.identity(n, format="csr", dtype=np.float64), tuple(labels.shape))
 
 
 # -- ranking -----------------------------------------------------------------------------------
@@ -257,16 +369,38 @@ class Ranking:
         return out.reshape((len(self.regions),) + self.values.shape)
 
 
-def _finish(attr: np.ndarray, covered: np.ndarray, picked: list, gains: list) -> Ranking:
-    """Paint each picked region with its gain, give the rest its own mean, sort by gain."""
+def _atom_weights(flat: np.ndarray, inc: Incidence) -> tuple[np.ndarray, np.ndarray]:
+    """(pixel count, attribution sum) of every atom."""
+    counts = np.bincount(inc.atoms, minlength=inc.n_atoms).astype(np.int64)
+    sums = np.bincount(inc.atoms, weights=flat, minlength=inc.n_atoms)
+    return counts, sums
+
+
+def _mask_totals(inc: Incidence, a_counts: np.ndarray, a_sums: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    csr = inc.masks
+    rows = np.repeat(np.arange(inc.n_masks), np.diff(csr.indptr))
+    counts = np.bincount(rows, weights=a_counts[csr.indices], minlength=inc.n_masks).astype(np.int64)
+    sums = np.bincount(rows, weights=a_sums[csr.indices], minlength=inc.n_masks)
+    return counts, sums
+
+
+def _finish(attr: np.ndarray, inc: Incidence, covered: np.ndarray, picked: list, gains: list) -> Ranking:
+    """Paint each picked region (a list of atoms) with its gain, give the rest its own mean,
+    sort by gain; regions come back as pixel indices."""
     flat = attr.ravel()
-    values = np.empty(flat.size, np.float64)
-    for pix, g in zip(picked, gains):
-        values[pix] = g
-    order = np.argsort(-np.asarray(gains, np.float64), kind="stable")
-    regions = [picked[i] for i in order]
-    out_gains = [gains[i] for i in order]
-    rest = np.flatnonzero(~covered)
+    ranked = np.argsort(-np.asarray(gains, np.float64), kind="stable")
+    region_of_atom = np.full(inc.n_atoms, len(ranked))            # the uncovered rest: last
+    atom_value = np.empty(inc.n_atoms, np.float64)
+    for r, i in enumerate(ranked):
+        region_of_atom[picked[i]] = r
+        atom_value[picked[i]] = gains[i]
+    out_gains = [gains[i] for i in ranked]
+    pix_region = region_of_atom[inc.atoms]
+    order = np.argsort(pix_region, kind="stable")
+    starts = np.searchsorted(pix_region[order], np.arange(len(ranked) + 2))
+    regions = [order[starts[r]:starts[r + 1]] for r in range(len(ranked))]
+    values = atom_value[inc.atoms]
+    rest = order[starts[len(ranked)]:]
     if rest.size:
         g = flat[rest].mean()
         values[rest] = g
@@ -275,13 +409,13 @@ def _finish(attr: np.ndarray, covered: np.ndarray, picked: list, gains: list) ->
     return Ranking(values.reshape(attr.shape), regions, np.asarray(out_gains, np.float64))
 
 
-def _gather_columns(csc, columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Row indices of the nonzeros in ``columns`` of ``csc``, and the column of each."""
-    starts = csc.indptr[columns]
-    lengths = csc.indptr[columns + 1] - starts
+def _gather(indptr: np.ndarray, indices: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Column indices of the nonzeros in ``rows`` of a CSR/CSC structure, and the row of each."""
+    starts = indptr[rows]
+    lengths = indptr[rows + 1] - starts
     total = int(lengths.sum())
     within = np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    return csc.indices[np.repeat(starts, lengths) + within], np.repeat(np.arange(len(columns)), lengths)
+    return indices[np.repeat(starts, lengths) + within], np.repeat(np.arange(len(rows)), lengths)
 
 
 def rank_full(attr: np.ndarray, inc: Incidence, area_threshold: float = 1.0,
@@ -292,58 +426,58 @@ def rank_full(attr: np.ndarray, inc: Incidence, area_threshold: float = 1.0,
     earlier mask.
     """
     flat = np.asarray(attr, np.float64).ravel()
-    csr, csc = inc.csr, inc.csc
-    n_masks, n_pixels = csr.shape
-    counts = np.diff(csr.indptr).astype(np.int64)
-    rows = np.repeat(np.arange(n_masks), counts)
-    sums = np.bincount(rows, weights=flat[csr.indices], minlength=n_masks)
+    a_counts, a_sums = _atom_weights(flat, inc)
+    counts, sums = _mask_totals(inc, a_counts, a_sums)
+    csr, csc = inc.masks, inc.atom_masks
+    n_masks, n_pixels = inc.n_masks, flat.size
     alive = np.ones(n_masks, bool)
-    covered = np.zeros(n_pixels, bool)
+    covered = np.zeros(inc.n_atoms, bool)
     n_covered = 0
     threshold = max(int(min_pixel_diff), 1)
     picked, gains = [], []
+    gain = np.empty(n_masks)
     while n_covered / n_pixels <= area_threshold:
         alive &= counts >= threshold
         if not alive.any():
             break
-        gain = np.full(n_masks, -np.inf)
+        gain.fill(-np.inf)
         np.divide(sums, counts, out=gain, where=alive)
         best = int(np.argmax(gain))
-        pix = inc.pixels(best)
-        new = pix[~covered[pix]]
+        atoms = csr.indices[csr.indptr[best]:csr.indptr[best + 1]]
+        new = atoms[~covered[atoms]]
         covered[new] = True
-        n_covered += len(new)
+        n_covered += int(a_counts[new].sum())
         picked.append(new)
         gains.append(float(gain[best]))
         alive[best] = False
-        hit, col = _gather_columns(csc, new)
-        counts -= np.bincount(hit, minlength=n_masks)
-        sums -= np.bincount(hit, weights=flat[new][col], minlength=n_masks)
-    return _finish(flat.reshape(attr.shape), covered, picked, gains)
+        hit, col = _gather(csc.indptr, csc.indices, new)
+        counts -= np.bincount(hit, weights=a_counts[new][col], minlength=n_masks).astype(np.int64)
+        sums -= np.bincount(hit, weights=a_sums[new][col], minlength=n_masks)
+    return _finish(flat.reshape(attr.shape), inc, covered, picked, gains)
 
 
 def rank_fast(attr: np.ndarray, inc: Incidence, min_pixel_diff: int = 50) -> Ranking:
     """Approximate XRAI: masks sorted once by mean attribution (ties keep their order), each
     adding its not-yet-covered pixels unless fewer than ``min_pixel_diff``."""
     flat = np.asarray(attr, np.float64).ravel()
-    csr = inc.csr
-    n_masks, n_pixels = csr.shape
-    counts = np.diff(csr.indptr)
-    sums = np.bincount(np.repeat(np.arange(n_masks), counts), weights=flat[csr.indices], minlength=n_masks)
-    gain = np.full(n_masks, -np.inf)
+    a_counts, a_sums = _atom_weights(flat, inc)
+    counts, sums = _mask_totals(inc, a_counts, a_sums)
+    gain = np.full(inc.n_masks, -np.inf)
     np.divide(sums, counts, out=gain, where=counts > 0)
-    covered = np.zeros(n_pixels, bool)
+    csr = inc.masks
+    covered = np.zeros(inc.n_atoms, bool)
     threshold = max(int(min_pixel_diff), 1)
     picked, gains = [], []
     for m in np.argsort(-gain, kind="stable"):
-        pix = inc.pixels(m)
-        new = pix[~covered[pix]]
-        if len(new) < threshold:
+        atoms = csr.indices[csr.indptr[m]:csr.indptr[m + 1]]
+        new = atoms[~covered[atoms]]
+        count = int(a_counts[new].sum())
+        if count < threshold:
             continue
         covered[new] = True
         picked.append(new)
-        gains.append(float(flat[new].mean()))
-    return _finish(flat.reshape(attr.shape), covered, picked, gains)
+        gains.append(float(a_sums[new].sum() / count))
+    return _finish(flat.reshape(attr.shape), inc, covered, picked, gains)
 
 
 def default_pool(jobs: int):

@@ -46,14 +46,23 @@ def path_gradient_sums(ctx, x: np.ndarray, baseline: np.ndarray, targets, alphas
                        weights: np.ndarray, desc: str = "integrated gradients") -> np.ndarray:
     """sum_k w_k * grad f(x' + a_k (x - x')) per sample, packed in batches of ctx.batch_size."""
     steps = len(alphas)
-    diff = x - baseline
+    diff = (x - baseline).astype(np.float32, copy=False)
     total = np.zeros(x.shape, dtype=np.float64)
     shape = (-1,) + (1,) * (x.ndim - 1)
+    alphas32 = alphas.astype(np.float32)
+    uniform = bool(np.all(weights == weights[0]))  # then weigh the sums once, at the end
+    zero_base = not np.any(baseline)
     for rows in ctx.chunks(len(x) * steps, desc):
         samples, k = sample_and_step(rows, steps)
-        points = broadcast_rows(baseline, samples) + alphas[k].reshape(shape).astype(np.float32) * diff[samples]
-        grads = ctx.adapter.input_gradients(points.astype(np.float32, copy=False), targets.take(samples))
-        add_by_sample(total, samples, grads * weights[k].reshape(shape))
+        points = diff[samples]  # a fresh float32 array: the path points are built in place
+        points *= alphas32[k].reshape(shape)
+        if not zero_base:
+            points += broadcast_rows(baseline, samples)
+        grads = ctx.adapter.input_gradients(points, targets.take(samples))
+        add_by_sample(total, samples, grads if uniform else grads * weights[k].reshape(shape))
+        del points, grads  # before the next batch is built: peak memory is one batch's worth
+    if uniform:
+        total *= weights[0]
     return total
 
 

@@ -220,6 +220,23 @@ class XRAI(Method):
                                      min_pixel_diff=min_pixel_diff, ig_params=ig_params, flags={})
         n = len(x)
         extras = {"baselines": None}
+        pool = None
+        if specs is None:  # segment while IG runs: the two are independent
+            pool = _segments.default_pool(n * len(_segments.FELZENSZWALB_SCALES))
+            finish_segments = _segments.start_felzenszwalb(x, pool=pool)
+        try:
+            return self._explain(ctx, x, targets, specs, base, extras, baselines=baselines, steps=steps,
+                                 area_threshold=area_threshold, algorithm=algorithm, min_pixel_diff=min_pixel_diff,
+                                 flatten_segments=flatten_segments, return_ig=return_ig,
+                                 return_segments=return_segments, ig_params=ig_params,
+                                 pending=finish_segments if specs is None else None)
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+
+    def _explain(self, ctx, x, targets, specs, base, extras, *, baselines, steps, area_threshold, algorithm,
+                 min_pixel_diff, flatten_segments, return_ig, return_segments, ig_params, pending):
+        n = len(x)
         if base is None:
             bases = make_baselines(ctx, baselines, x)
             k = bases.shape[1]
@@ -235,7 +252,7 @@ class XRAI(Method):
             extras["attribution"] = base.astype(np.float32)
         attr = base.max(axis=-1) if base.ndim == 4 else base
 
-        incidences = self._incidences(x, specs)
+        incidences = pending() if pending is not None else self._incidences(specs)
         rank = _segments.rank_full if algorithm == "full" else _segments.rank_fast
         kwargs = {"area_threshold": float(area_threshold)} if algorithm == "full" else {}
         results = [rank(attr[i], inc, min_pixel_diff=int(min_pixel_diff), **kwargs)
@@ -247,24 +264,17 @@ class XRAI(Method):
         return MethodOutput(values, extras)
 
     @staticmethod
-    def _incidences(x, specs):
-        """One sparse segment incidence per image."""
-        if specs is not None:
-            cache = {}
-            out = []
-            for kind, value in specs:
-                key = id(value)
-                if key not in cache:
-                    cache[key] = (_segments.masks_incidence(value) if kind == "masks"
-                                  else _segments.label_image_incidence(value))
-                out.append(cache[key])
-            return out
-        pool = _segments.default_pool(len(x) * len(_segments.FELZENSZWALB_SCALES))
-        try:
-            return _segments.felzenszwalb_incidences(x, pool=pool)
-        finally:
-            if pool is not None:
-                pool.shutdown()
+    def _incidences(specs):
+        """One segment incidence per image, from the caller's segments."""
+        cache = {}
+        out = []
+        for kind, value in specs:
+            key = id(value)
+            if key not in cache:
+                cache[key] = (_segments.masks_incidence(value) if kind == "masks"
+                              else _segments.label_image_incidence(value))
+            out.append(cache[key])
+        return out
 
 
 @hookimpl

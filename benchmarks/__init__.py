@@ -1,0 +1,1 @@
+"""Side-by-side benchmarks of salplug against upstream ``saliency``, Captum and raw torch loops."""

@@ -1,0 +1,675 @@
+"""``salplug.evaluate``: every method x every metric on a set of images, as a table and plots.
+
+Example::
+
+    from salplug.models.efficientnet_lite0 import load_efficientnet_lite0, normalise
+    result = salplug.evaluate(load_efficientnet_lite0(), photos,          # (N, 224, 224, 3) in [0, 1]
+                              methods=["gradients", {"method": "grad_cam", "params": {"layer": "_relu1"}}],
+                              metrics=["insertion", "deletion", "pic"], preprocess=normalise,
+                              out_dir="evaluation")
+    print(result.table())       # mean ± std per method and score; the random baseline included
+
+The metric protocol is in :mod:`salplug.metrics.base`; docs/evaluation.md describes both.
+Matplotlib is imported only to draw the plots.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+import inspect
+import json
+import math
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import CapabilityError, ParameterError, did_you_mean
+
+__all__ = ["DEFAULT_METHODS", "DEFAULT_METRICS", "EvaluationResult", "evaluate", "evaluate_config"]
+
+DEFAULT_METHODS = ("gradients", "integrated_gradients")
+DEFAULT_METRICS = ("insertion", "deletion")
+RANDOM = "random"
+
+
+# ---------------------------------------------------------------------------------------------
+# Specs
+# ---------------------------------------------------------------------------------------------
+
+def _specs(value: Any, key: str, what: str) -> list[tuple[str, str, dict[str, Any]]]:
+    """(label, registered name, params) from names, (name, params) pairs, dicts or a mapping."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = [value]
+    if isinstance(value, Mapping):
+        value = [{key: name, "params": dict(params or {})} for name, params in value.items()]
+    out = []
+    for item in value:
+        if isinstance(item, str):
+            out.append((item, item, {}))
+        elif isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str):
+            out.append((item[0], item[0], dict(item[1] or {})))
+        elif isinstance(item, Mapping) and isinstance(item.get(key), str):
+            extra = set(item) - {key, "params", "name"}
+            if extra:
+                raise ParameterError(f"A {what} entry takes {key!r}, 'params' and 'name'; got {sorted(extra)}.")
+            out.append((item.get("name") or item[key], item[key], dict(item.get("params") or {})))
+        else:
+            raise ParameterError(f"Each {what} is a name, a (name, params) pair or a dict with {key!r}; got {item!r}.")
+    labels = [label for label, _, _ in out]
+    dup = {label for label in labels if labels.count(label) > 1}
+    if dup:
+        raise ParameterError(f"Two {what}s are called {sorted(dup)[0]!r}; give them distinct 'name's.")
+    return out
+
+
+def _metric_parameters(metric: Any) -> tuple[dict[str, Any], bool]:
+    sig = inspect.signature(metric.evaluate)
+    params, var_kw = {}, False
+    for p in sig.parameters.values():
+        if p.kind is p.KEYWORD_ONLY:
+            params[p.name] = p.default
+        elif p.kind is p.VAR_KEYWORD:
+            var_kw = True
+    return params, var_kw
+
+
+def _resolve_metric_params(name: str, metric: Any, params: dict[str, Any]) -> dict[str, Any]:
+    accepted, var_kw = _metric_parameters(metric)
+    if not var_kw:
+        for key in params:
+            if key not in accepted:
+                raise ParameterError(f"Metric {name!r} has no parameter {key!r}.{did_you_mean(key, accepted)} "
+                                     f"Accepted: {', '.join(accepted) or 'none'}.")
+    merged = {k: v for k, v in accepted.items() if v is not inspect.Parameter.empty}
+    merged.update(params)
+    return merged
+
+
+def load_metric(host: Any, name: str, adapter: Any) -> Any:
+    """Instantiate metric ``name`` after checking the adapter provides what it requires."""
+    component = host.metrics.get(name)
+    target = component.load()
+    metric = target() if isinstance(target, type) else target
+    requires = frozenset(component.metadata.get("requires", ())) | frozenset(getattr(metric, "requires", ()))
+    missing = requires - frozenset(adapter.provides)
+    if missing:
+        raise CapabilityError(f"Metric {component.name!r} needs {', '.join(sorted(missing))}, which the "
+                              f"{adapter.name!r} backend does not provide.")
+    metric.name = component.name
+    return metric
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return None if not np.isfinite(value) else float(value)
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist()) if value.size <= 64 else f"array{list(value.shape)}"
+    if value is None or isinstance(value, (str, int, bool)):
+        return value
+    if callable(value):
+        return getattr(value, "__name__", type(value).__name__)
+    return repr(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# The result
+# ---------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class EvaluationResult:
+    """Scores of every method under every metric.
+
+    results : (method label, metric label) -> :class:`~salplug.metrics.base.MetricResult`.
+    methods : method label -> {"method", "params", "seconds"}; metrics : label -> {"metric", "params"}.
+    attributions : method label -> canonical maps (N, H, W[, C]).
+    """
+
+    methods: dict[str, dict[str, Any]]
+    metrics: dict[str, dict[str, Any]]
+    results: dict[tuple[str, str], Any]
+    attributions: dict[str, np.ndarray]
+    targets: Any
+    names: list[str]
+    seed: int
+    backend: str
+    notes: list[str] = dataclasses.field(default_factory=list)
+    files: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    # -- numbers ---------------------------------------------------------------------------
+    def score_names(self) -> list[str]:
+        """Every score column, in metric order (e.g. insertion, deletion, sic, aic)."""
+        out: list[str] = []
+        for (_, _), result in self.results.items():
+            for name in result.scores:
+                if name not in out:
+                    out.append(name)
+        return out
+
+    def summary_names(self) -> list[str]:
+        out: list[str] = []
+        for result in self.results.values():
+            for name in result.summary:
+                if name not in out:
+                    out.append(name)
+        return out
+
+    def scores(self, method: str, score: str) -> np.ndarray:
+        """Per-image values of ``score`` for ``method`` (NaN where an image was not scored)."""
+        for (label, _), result in self.results.items():
+            if label == method and score in result.scores:
+                return np.asarray(result.scores[score], np.float64)
+        raise KeyError(f"No score {score!r} for method {method!r}.")
+
+    def higher_is_better(self, score: str) -> bool:
+        for result in self.results.values():
+            if score in result.higher_is_better:
+                return bool(result.higher_is_better[score])
+        raise KeyError(score)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One record per (method, score): mean, std, sem, n and the per-image values."""
+        out = []
+        for label in self.methods:
+            for (m, metric), result in self.results.items():
+                if m != label:
+                    continue
+                for score, values in result.scores.items():
+                    v = np.asarray(values, np.float64)
+                    ok = v[~np.isnan(v)]
+                    n = len(ok)
+                    std = float(ok.std(ddof=1)) if n > 1 else float("nan")
+                    out.append({
+                        "method": label, "metric": metric, "score": score,
+                        "mean": float(ok.mean()) if n else float("nan"), "std": std,
+                        "sem": std / math.sqrt(n) if n > 1 else float("nan"), "n": n, "n_images": len(v),
+                        "higher_is_better": bool(result.higher_is_better.get(score, True)),
+                        "values": [None if np.isnan(a) else float(a) for a in v],
+                    })
+                for name, value in result.summary.items():
+                    out.append({"method": label, "metric": metric, "score": name, "mean": float(value),
+                                "std": float("nan"), "sem": float("nan"), "n": None, "n_images": None,
+                                "higher_is_better": True, "values": None})
+        return out
+
+    def table(self, digits: int = 3) -> str:
+        """A text table: one row per method, ``mean ± std`` per score (arrows: which way is better)."""
+        scores, summaries = self.score_names(), self.summary_names()
+        header = ["method"] + [f"{s} {'↑' if self.higher_is_better(s) else '↓'}" for s in scores] + summaries
+        lines = [header]
+        for label in self.methods:
+            row = [label]
+            for s in scores:
+                try:
+                    v = self.scores(label, s)
+                except KeyError:
+                    row.append("-")
+                    continue
+                ok = v[~np.isnan(v)]
+                if not len(ok):
+                    row.append("n/a")
+                    continue
+                cell = f"{ok.mean():.{digits}f}"
+                if len(ok) > 1:
+                    cell += f" ± {ok.std(ddof=1):.{digits}f}"
+                if len(ok) < len(v):
+                    cell += f" (n={len(ok)})"
+                row.append(cell)
+            for s in summaries:
+                vals = [r.summary[s] for (m, _), r in self.results.items() if m == label and s in r.summary]
+                row.append(f"{vals[0]:.{digits}f}" if vals else "-")
+            lines.append(row)
+        widths = [max(len(r[i]) for r in lines) for i in range(len(header))]
+        text = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in lines]
+        text.insert(1, "  ".join("-" * w for w in widths))
+        return "\n".join(text)
+
+    def __str__(self) -> str:
+        return self.table()
+
+    # -- files -----------------------------------------------------------------------------
+    def to_csv(self, path: str | Path) -> str:
+        import csv
+
+        path = Path(path)
+        with path.open("w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["method", "metric", "score", "mean", "std", "sem", "n", "n_images", "higher_is_better"])
+            for r in self.rows():
+                writer.writerow([r["method"], r["metric"], r["score"], _fmt(r["mean"]), _fmt(r["std"]),
+                                 _fmt(r["sem"]), r["n"] if r["n"] is not None else "",
+                                 r["n_images"] if r["n_images"] is not None else "", r["higher_is_better"]])
+        return str(path)
+
+    def to_dict(self) -> dict[str, Any]:
+        from . import __version__
+
+        curves: dict[str, Any] = {}
+        for (label, _), result in self.results.items():
+            for name, curve in result.curves.items():
+                curves.setdefault(label, {})[name] = {
+                    "x": _jsonable(np.asarray(curve.x, np.float64).round(6).tolist()),
+                    "mean": _jsonable(np.asarray(curve.mean(), np.float64).round(6).tolist()),
+                    "ticks": curve.ticks, "xlabel": curve.xlabel, "ylabel": curve.ylabel}
+        skipped = {f"{label}/{metric}": _jsonable(result.extras["skipped"])
+                   for (label, metric), result in self.results.items() if result.extras.get("skipped")}
+        return {
+            "salplug": __version__, "seed": self.seed, "backend": self.backend, "images": self.names,
+            "targets": _jsonable(self.targets), "methods": _jsonable(self.methods), "metrics": _jsonable(self.metrics),
+            "rows": _jsonable(self.rows()), "curves": curves, "skipped": skipped, "notes": self.notes,
+        }
+
+    def to_json(self, path: str | Path) -> str:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2), encoding="utf-8")
+        return str(path)
+
+    def plots(self, folder: str | Path) -> dict[str, str]:
+        """One PNG per curve kind (a line per method, mean ± std band); returns name -> path."""
+        from matplotlib.figure import Figure
+
+        folder = Path(folder)
+        kinds: dict[str, list[tuple[str, Any]]] = {}
+        for (label, _), result in self.results.items():
+            for name, curve in result.curves.items():
+                kinds.setdefault(name, []).append((label, curve))
+        out = {}
+        for name, entries in kinds.items():
+            ticks = entries[0][1].ticks
+            fig = Figure(figsize=(max(6.4, 0.28 * len(ticks)) if ticks else 6.4, 4.8 if not ticks else 5.6))
+            ax = fig.add_subplot()
+            for label, curve in entries:
+                y = np.asarray(curve.y, np.float64)
+                y = y[~np.isnan(y).all(axis=1)]
+                if not len(y):
+                    continue
+                mean = y.mean(axis=0)
+                style = {"linestyle": "--", "color": "0.4"} if label == RANDOM else {}
+                line = ax.plot(curve.x, mean, label=label, marker="o" if ticks else None, markersize=3, **style)[0]
+                if len(y) > 1:
+                    std = y.std(axis=0, ddof=1)
+                    ax.fill_between(curve.x, mean - std, mean + std, alpha=0.12, color=line.get_color())
+            first = entries[0][1]
+            ax.set_xlabel(first.xlabel)
+            ax.set_ylabel(first.ylabel)
+            ax.set_title(name)
+            if ticks:
+                ax.set_xticks(first.x)
+                ax.set_xticklabels(ticks, rotation=90, fontsize=7)
+                ax.axhline(0.0, color="0.7", linewidth=0.8)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+            fig.tight_layout()
+            path = folder / f"curve_{name}.png"
+            fig.savefig(path, dpi=110)
+            out[name] = str(path)
+        return out
+
+    def html(self, plots: Mapping[str, str] | None = None, links: Mapping[str, str] | None = None) -> str:
+        """An HTML page with the table, the notes and the plots (paths relative to the page)."""
+        scores, summaries = self.score_names(), self.summary_names()
+        head = "".join(f"<th>{html.escape(s)} {'&uarr;' if self.higher_is_better(s) else '&darr;'}</th>"
+                       for s in scores) + "".join(f"<th>{html.escape(s)}</th>" for s in summaries)
+        body = []
+        for label in self.methods:
+            cells = [f"<td>{html.escape(label)}</td>"]
+            for s in scores:
+                try:
+                    v = self.scores(label, s)
+                    ok = v[~np.isnan(v)]
+                    cell = f"{ok.mean():.3f} &plusmn; {ok.std(ddof=1):.3f}" if len(ok) > 1 else \
+                        (f"{ok.mean():.3f}" if len(ok) else "n/a")
+                    if 0 < len(ok) < len(v):
+                        cell += f" (n={len(ok)})"
+                except KeyError:
+                    cell = "-"
+                cells.append(f"<td>{cell}</td>")
+            for s in summaries:
+                vals = [r.summary[s] for (m, _), r in self.results.items() if m == label and s in r.summary]
+                cells.append(f"<td>{vals[0]:.3f}</td>" if vals else "<td>-</td>")
+            body.append("<tr>" + "".join(cells) + "</tr>")
+        notes = "".join(f"<li>{html.escape(n)}</li>" for n in self.notes)
+        methods = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v['method'])} "
+                          f"{html.escape(json.dumps(_jsonable(v['params'])))} ({v['seconds']:.2f} s)</li>"
+                          for k, v in self.methods.items())
+        figures = "".join(f'<figure><img src="{html.escape(Path(p).name)}" alt="{html.escape(n)}">'
+                          f"<figcaption>{html.escape(n)}</figcaption></figure>" for n, p in (plots or {}).items())
+        files = " · ".join(f'<a href="{html.escape(Path(p).name)}">{html.escape(k)}</a>' for k, p in (links or {}).items())
+        return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>salplug evaluation</title>
+<style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}} td:first-child{{text-align:left}}
+figure{{display:inline-block;margin:1em}} img{{max-width:720px}}</style></head><body>
+<h1>salplug evaluation</h1>
+<p>{len(self.names)} image(s): {html.escape(", ".join(self.names))}; backend {html.escape(self.backend)};
+seed {self.seed}. Mean &plusmn; standard deviation over images; &uarr; higher is better, &darr; lower is better.</p>
+<table><tr><th>method</th>{head}</tr>
+{"".join(body)}</table>
+<p>{files}</p>
+<h2>Methods</h2><ul>{methods}</ul>
+{f"<h2>Notes</h2><ul>{notes}</ul>" if notes else ""}
+<h2>Plots</h2>{figures}
+</body></html>
+"""
+
+    def save(self, out_dir: str | Path, formats: Sequence[str] = ("csv", "json", "png", "html")) -> dict[str, str]:
+        """Write the table (CSV, JSON), the plots (PNG) and an HTML page linking them."""
+        folder = Path(out_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        files: dict[str, str] = {}
+        if "csv" in formats:
+            files["csv"] = self.to_csv(folder / "evaluation.csv")
+        if "json" in formats:
+            files["json"] = self.to_json(folder / "evaluation.json")
+        plots = self.plots(folder) if "png" in formats else {}
+        files.update({f"plot:{k}": v for k, v in plots.items()})
+        if "html" in formats:
+            page = folder / "index.html"
+            page.write_text(self.html(plots, {k: v for k, v in files.items() if k in ("csv", "json")}),
+                            encoding="utf-8")
+            files["html"] = str(page)
+        self.files.update(files)
+        return files
+
+
+def _relabel(result: Any, label: str, name: str) -> Any:
+    """Score names of a metric used under its own ``label``: "label" for a single score named
+    like the metric, else "label.score" (so two settings of one metric get distinct columns)."""
+    if label == name:
+        return result
+
+    def key(score: str) -> str:
+        return label if len(result.scores) == 1 and score in (name, *result.scores) else f"{label}.{score}"
+
+    mapping = {s: key(s) for s in result.scores}
+    return dataclasses.replace(
+        result, scores={mapping[k]: v for k, v in result.scores.items()},
+        higher_is_better={mapping.get(k, k): v for k, v in result.higher_is_better.items()},
+        curves={mapping.get(k, f"{label}.{k}"): v for k, v in result.curves.items()},
+        summary={f"{label}.{k}": v for k, v in result.summary.items()})
+
+
+def _fmt(value: Any) -> str:
+    return "" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.6g}"
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluate()
+# ---------------------------------------------------------------------------------------------
+
+def _probe(ctx: Any, plan_methods: list[tuple[str, str, dict[str, Any]]]) -> Any:
+    """The context a metric's check sees: the first method's name (for metrics that rerun it)."""
+    if not plan_methods:
+        return ctx
+    return dataclasses.replace(ctx, method=plan_methods[0][1], method_params=plan_methods[0][2])
+
+
+def _images_to_canonical(adapter: Any, images: Any, layout: str | None) -> tuple[np.ndarray, Any]:
+    dtype = str(getattr(images, "dtype", ""))
+    is_uint8 = dtype in ("uint8", "torch.uint8", "<dtype: 'uint8'>")
+    canonical, info = adapter.to_canonical(images, layout)
+    canonical = np.asarray(canonical, np.float32)
+    if is_uint8:
+        canonical = canonical / np.float32(255.0)
+    return canonical, info
+
+
+def evaluate(model: Any, images: Any, methods: Any = DEFAULT_METHODS, metrics: Any = DEFAULT_METRICS, *,
+             backend: str = "auto", target: Any = None, preprocess: Callable[[np.ndarray], np.ndarray] | None = None,
+             batch_size: int | None = None, seed: int = 0, out_dir: str | Path | None = None,
+             include_random: bool = True, progress: bool = True, names: Sequence[str] | None = None,
+             maps: Mapping[str, Any] | None = None,
+             layout: str | None = None, host: Any = None, backend_options: Mapping[str, Any] | None = None,
+             formats: Sequence[str] = ("csv", "json", "png", "html")) -> EvaluationResult:
+    """Score saliency methods with metrics on the same images.
+
+    Parameters
+    ----------
+    model : anything a backend runs (torch module, Keras model, call_model_function, ...).
+    images : the images metrics perturb: numpy (N, H, W, C) / (H, W, C), uint8 or float (RGB in
+        [0, 1] for PIC), or what the backend accepts (a torch NCHW tensor).
+    methods : method names, ``(name, params)`` pairs, dicts ``{"method", "params", "name"}``, or a
+        mapping name -> params. The random-map baseline is added unless ``include_random=False``.
+    metrics : metric names (``salplug list`` shows them: insertion, deletion, pic,
+        model_randomization), pairs, dicts ``{"metric", "params", "name"}`` or a mapping.
+    backend, backend_options, layout, host : as for :func:`salplug.explain`.
+    target : class index, one per image, or None (each image's top-1 class).
+    preprocess : canonical images -> canonical model input (e.g. the model's normalisation);
+        methods explain ``preprocess(images)``, metrics perturb ``images``.
+    batch_size : rows per model call (methods and metrics).
+    seed : every random choice (random maps, PIC masks, ties, re-initialisation) derives from it.
+    out_dir : write evaluation.csv, evaluation.json, curve_*.png and index.html there.
+    progress : progress bars.
+    names : a name per image for the report.
+    maps : precomputed maps to score too, label -> (N, H, W) or (N, H, W, C) canonical arrays
+        (metrics that recompute maps, like the randomisation check, skip them with a note).
+
+    Returns
+    -------
+    EvaluationResult (``print(result.table())``).
+    """
+    from .api import DEFAULT_BATCH_SIZE, create_adapter, load_method, resolve_params, resolve_targets, run_method
+    from .metrics.base import MetricContext
+    from .plugins import get_host
+    from .types import Targets
+
+    host = host or get_host()
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ParameterError(f"seed must be an int >= 0; got {seed!r}.")
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
+                                   or batch_size < 1):
+        raise ParameterError(f"batch_size must be a positive int; got {batch_size!r}.")
+    if preprocess is not None and not callable(preprocess):
+        raise ParameterError(f"preprocess must be a function of a canonical image batch; got {preprocess!r}.")
+    method_specs = _specs(methods, "method", "method")
+    metric_specs = _specs(metrics, "metric", "metric")
+    added_random = include_random and not any(label == RANDOM or name in (RANDOM, "random_baseline")
+                                              for label, name, _ in method_specs)
+    if added_random:
+        method_specs.append((RANDOM, RANDOM, {"seed": int(seed)}))
+    maps = dict(maps or {})
+    clash = set(maps) & {label for label, _, _ in method_specs}
+    if clash:
+        raise ParameterError(f"maps and methods both use the label {sorted(clash)[0]!r}; rename one.")
+    if not (method_specs or maps) or not metric_specs:
+        raise ParameterError("evaluate needs at least one method and one metric.")
+
+    adapter = create_adapter(host, model, backend, **dict(backend_options or {}))
+    size = int(batch_size or getattr(adapter, "default_batch_size", DEFAULT_BATCH_SIZE))
+    x, info = _images_to_canonical(adapter, images, layout)
+    if x.ndim != 4:
+        raise ParameterError(f"evaluate scores image maps: give images (N, H, W, C); got canonical shape {x.shape}.")
+    n = len(x)
+    if names is not None and len(names) != n:
+        raise ParameterError(f"names has {len(names)} entries for {n} images.")
+    names = list(names) if names is not None else [f"image {i}" for i in range(n)]
+    ctx = MetricContext(adapter, host, size, bool(progress), info, preprocess=preprocess, seed=int(seed))
+    x_in = ctx.model_input(x)
+    if x_in.shape[:3] != x.shape[:3]:
+        raise ParameterError(f"preprocess changed the images' size from {x.shape[1:3]} to {x_in.shape[1:3]}; "
+                             f"metrics perturb pixels of the maps' size: resize before evaluate().")
+
+    given = {}
+    for label, values in maps.items():
+        from .metrics.base import saliency_2d
+
+        arr = np.asarray(values.detach().cpu().numpy() if hasattr(values, "detach") else values, np.float32)
+        try:
+            saliency_2d(arr, x, "abs")
+        except Exception as exc:  # noqa: BLE001 - shape or NaN: say which map
+            raise ParameterError(f"maps[{label!r}]: {exc}") from None
+        given[label] = arr
+
+    # 1. every check before any model call
+    plan_methods = []
+    for label, name, params in method_specs:
+        method = load_method(host, name, adapter)
+        full = resolve_params(method, params)
+        if hasattr(method, "check"):
+            method.check(ctx, x_in, Targets.none(), **full)
+        plan_methods.append((label, method.name, full))
+    plan_metrics = []
+    for label, name, params in metric_specs:
+        metric = load_metric(host, name, adapter)
+        full = _resolve_metric_params(name, metric, params)
+        if hasattr(metric, "check"):
+            try:
+                metric.check(_probe(ctx, plan_methods), x, None, **full)
+            except ParameterError as exc:
+                raise ParameterError(f"Metric {label!r}: {exc}") from None
+        plan_metrics.append((label, metric, full))
+
+    # 2. targets (a forward pass for top-1), then the checks that need them
+    targets = resolve_targets(adapter, x_in, target, size)
+    for mlabel, metric, full in plan_metrics:
+        if hasattr(metric, "check"):
+            try:
+                metric.check(_probe(ctx, plan_methods), x, targets, **full)
+            except ParameterError as exc:
+                raise ParameterError(f"Metric {mlabel!r}: {exc}") from None
+
+    # 3. the work
+    results: dict[tuple[str, str], Any] = {}
+    attributions: dict[str, np.ndarray] = {}
+    method_info: dict[str, dict[str, Any]] = {}
+    skipped_runs: list[str] = []
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=(len(plan_methods) + len(given)) * (1 + len(plan_metrics)), desc="evaluate", unit="step",
+                   file=sys.stderr)
+    try:
+        todo = [(label, name, full) for label, name, full in plan_methods] + \
+            [(label, None, None) for label in given]
+        if added_random:  # the reference row goes last
+            todo.append(todo.pop(len(plan_methods) - 1))
+        for label, name, full in todo:
+            if bar is not None:
+                bar.set_postfix_str(label)
+            begin = time.perf_counter()
+            if name is None:
+                attributions[label] = given[label]
+            else:
+                out = run_method(ctx, name, x_in, targets, full, checked=True)
+                attributions[label] = np.asarray(out.values, np.float32)
+            method_info[label] = {"method": name or "(given map)", "params": full or {},
+                                  "seconds": time.perf_counter() - begin, "metric_seconds": {}}
+            if bar is not None:
+                bar.update(1)
+            mctx = dataclasses.replace(ctx, method=name, method_params=full or {})
+            mctx.cache = ctx.cache  # shared across methods (replace() copies the reference anyway)
+            for mlabel, metric, mparams in plan_metrics:
+                if name is None and getattr(metric, "needs_method", False):
+                    skipped_runs.append(f"{label} / {mlabel}: not run (the metric recomputes maps; "
+                                        f"{label!r} is a given map)")
+                    if bar is not None:
+                        bar.update(1)
+                    continue
+                if bar is not None:
+                    bar.set_postfix_str(f"{label} / {mlabel}")
+                begin = time.perf_counter()
+                result = metric.evaluate(mctx, x, targets, attributions[label], **mparams)
+                results[(label, mlabel)] = _relabel(result, mlabel, metric.name)
+                method_info[label]["metric_seconds"][mlabel] = time.perf_counter() - begin
+                if bar is not None:
+                    bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+
+    notes = list(skipped_runs)
+    for (label, mlabel), result in results.items():
+        for kind, skipped in (result.extras.get("skipped") or {}).items():
+            if skipped:
+                which = ", ".join(f"{names[i]} ({why})" for i, why in sorted(skipped.items()))
+                notes.append(f"{label} / {kind}: {len(skipped)} of {n} image(s) not scored: {which}")
+    evaluation = EvaluationResult(
+        methods=method_info,
+        metrics={label: {"metric": metric.name, "params": params} for label, metric, params in plan_metrics},
+        results=results, attributions=attributions, targets=targets.describe(), names=names, seed=int(seed),
+        backend=adapter.name, notes=notes)
+    if out_dir is not None:
+        evaluation.save(out_dir, formats)
+    return evaluation
+
+
+# ---------------------------------------------------------------------------------------------
+# From a config file (``salplug evaluate CONFIG``)
+# ---------------------------------------------------------------------------------------------
+
+def evaluate_config(config: Any, *, host: Any = None, quiet: bool = False, metrics: Any = None,
+                    out_dir: str | Path | None = None) -> EvaluationResult:
+    """Evaluate the explanations of a validated :class:`~salplug.config.Config`.
+
+    The model, photos, target, seed and methods (``explanations``) come from the config; the
+    metrics from its ``evaluation`` section when the config model has one (``metrics``, ``folder``,
+    ``include_random``, ``batch_size``) or from ``metrics``; results go to ``out_dir`` (default:
+    ``<outputs.folder>/evaluation``).
+    """
+    from .api import load_method
+    from .plugins import get_host
+    from .runner import _explanation_params, load_model, resolve_inputs
+
+    host = host or get_host()
+    section = getattr(config, "evaluation", None)
+    section = section.model_dump() if hasattr(section, "model_dump") else dict(section or {})
+    chosen = metrics if metrics is not None else section.get("metrics") or list(DEFAULT_METRICS)
+    for _, name, _ in _specs(chosen, "metric", "metric"):  # unknown names: before loading the model
+        host.metrics.get(name)
+    folder = out_dir or (config.path(section["folder"]) if section.get("folder") else
+                         config.path(config.outputs.folder) / "evaluation")
+    loaded = load_model(config, host)
+    photos = resolve_inputs(config)
+    prepared = [loaded.preprocess(p.pixels) for p in photos]
+    shapes = {shown.shape for _, shown in prepared}
+    if len(shapes) != 1:
+        raise ParameterError(f"evaluate needs photos of one size (set model.preprocessing.size); got {sorted(shapes)}.")
+    images = np.stack([shown for _, shown in prepared])  # uint8, what the metrics perturb
+    preprocess = _fit_preprocess(loaded)
+    from .api import create_adapter
+
+    adapter = create_adapter(host, loaded.model, loaded.backend, **loaded.options)
+    methods = []
+    for exp in config.explanations:
+        method = load_method(host, exp.method, adapter)
+        methods.append({"method": exp.method, "name": exp.name or exp.method,
+                        "params": _explanation_params(exp, method, loaded, config)})
+    target = config.model.target
+    target = None if target == "top1" else target
+    return evaluate(loaded.model, images, methods, chosen, backend=loaded.backend, target=target,
+                    preprocess=preprocess, batch_size=section.get("batch_size") or config.model.batch_size,
+                    seed=config.seed, out_dir=folder, include_random=section.get("include_random", True),
+                    progress=not quiet, names=[p.name for p in photos], host=host,
+                    backend_options=loaded.options)
+
+
+def _fit_preprocess(loaded: Any) -> Callable[[np.ndarray], np.ndarray]:
+    """The config's preprocessing as a function of canonical [0, 1] images of the network's size."""
+    if getattr(loaded, "prepare", None) is not None:
+        prepare = loaded.prepare
+
+        def custom(batch: np.ndarray) -> np.ndarray:
+            u8 = (np.clip(batch, 0, 1) * 255 + 0.5).astype(np.uint8)
+            return np.stack([np.asarray(prepare(img), np.float32).reshape(batch.shape[1:]) for img in u8])
+
+        return custom
+    scale = np.float32(loaded.scale)
+    mean = np.asarray(loaded.mean, np.float32)
+    std = np.asarray(loaded.std, np.float32)
+
+    def affine(batch: np.ndarray) -> np.ndarray:
+        return ((batch * scale - mean) / std).astype(np.float32)
+
+    return affine
