@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from .api import Explainer, explain
 from .backends.tf1_model import TF1Model
+from .evaluate import evaluate
 from .errors import (
     BackendUnavailableError,
     CapabilityError,
@@ -49,5 +50,5 @@ __all__ = [
     "Explainer", "GUIDED_GRADIENTS", "INPUT_GRADIENTS", "InputError", "LAYER_GRADIENTS", "LayerError",
     "Method", "MethodOutput", "ModelAdapter", "ModelOutputError", "ParameterError", "PluginError",
     "PluginLoadWarning", "SCORES", "SalplugError", "TF1Model", "Targets", "TargetError", "UnknownComponentError",
-    "explain", "get_host", "get_plugin_manager", "hookimpl", "reset_host", "__version__",
+    "evaluate", "explain", "get_host", "get_plugin_manager", "hookimpl", "reset_host", "__version__",
 ]

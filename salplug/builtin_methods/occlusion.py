@@ -102,18 +102,20 @@ class Occlusion(Method):
         c0 = window_starts(w, sw, tw, partial)
         windows = len(r0) * len(c0)
         per = windows + 1  # row 0 of each sample is the unoccluded input
-        ys, xs = np.arange(h), np.arange(w)
+        fill = np.broadcast_to(fill, (fill.shape[0],) + x.shape[1:])
+        dy, dx = np.arange(sh), np.arange(sw)
         scores = np.empty((n, per), np.float64)
         for rows in ctx.chunks(n * per, "occlusion"):
             samples, k = sample_and_step(rows, per)
-            win = k - 1
-            top = np.where(win >= 0, r0[win // len(c0)], h)[:, None]   # h: no row is hidden
-            left = c0[win % len(c0)][:, None]
-            in_rows = (ys >= top) & (ys < top + sh)
-            in_cols = (xs >= left) & (xs < left + sw)
-            hidden = (in_rows[:, :, None] & in_cols[:, None, :])[..., None]
-            rows_fill = fill if fill.shape[0] == 1 else fill[samples]
-            batch = np.where(hidden, rows_fill, x[samples]).astype(np.float32, copy=False)
+            batch = x[samples]  # a copy: the windows are written into it
+            hit = np.flatnonzero(k > 0)
+            if hit.size:
+                win = k[hit] - 1
+                # a window running past the edge (partial) is clipped: its last row/column repeats
+                ys = np.minimum(r0[win // len(c0)][:, None] + dy, h - 1)[:, :, None]
+                xs = np.minimum(c0[win % len(c0)][:, None] + dx, w - 1)[:, None, :]
+                src = np.zeros_like(hit) if fill.shape[0] == 1 else samples[hit]
+                batch[hit[:, None, None], ys, xs] = fill[src[:, None, None], ys, xs]
             scores[samples, k] = ctx.adapter.scores(batch, targets.take(samples))
         diffs = (scores[:, :1] - scores[:, 1:]).reshape(n, len(r0), len(c0))
         total = box_sum(diffs, r0, c0, (sh, sw), (h, w))

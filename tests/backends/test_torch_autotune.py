@@ -136,3 +136,30 @@ def test_pieces_equal_one_batch_for_every_primitive():
                                rtol=1e-5, atol=1e-7)
     for a, b in zip(split.layer_values_and_gradients(x, t, "conv2"), whole.layer_values_and_gradients(x, t, "conv2")):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_cuda_batch_size_comes_from_free_memory(monkeypatch):
+    """The CUDA rule with the device's memory counters simulated: half the free memory."""
+    adapter = TorchAdapter(make_cnn())
+    adapter.device = torch.device("cuda")
+    mib = 2**20
+    counters = {"allocated": 100 * mib}
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: None)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: counters["allocated"])
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: counters["allocated"] + 2 * 30 * mib)
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: counters["allocated"] + 60 * mib)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (3000 * mib, 8000 * mib))
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    probes = []
+    monkeypatch.setattr(adapter, "_input_gradients", lambda x, targets: probes.append(x.shape))
+    x = np.zeros((5, 64, 64, 3), np.float32)
+    assert adapter.batch_size_for(x) == int(0.5 * (3000 + 60) / 30)  # 30 MiB per row
+    assert probes == [(2, 64, 64, 3)]
+    assert adapter.batch_size_for(x) == 51 and len(probes) == 1  # cached per input shape
+
+    def oom(x, targets):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(adapter, "_input_gradients", oom)
+    assert adapter.batch_size_for(np.zeros((1, 32, 32, 3), np.float32)) == 1
