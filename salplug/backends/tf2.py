@@ -43,6 +43,7 @@ except ImportError as exc:  # pragma: no cover - exercised without tensorflow in
 
 from ..errors import (InputError, LayerError, ModelOutputError, ParameterError, SalplugError, TargetError,
                       did_you_mean)
+from ._outputs import make_output_selector as _make_selector, select_logits
 from ..layout import canonical_to_layout, check_channels, default_layout, numpy_to_canonical
 from ..types import GUIDED_GRADIENTS, INPUT_GRADIENTS, LAYER_GRADIENTS, SCORES, InputInfo, Targets
 from .tf_guided import GUIDED_OVERRIDES, count_guided, nested_relus
@@ -199,39 +200,11 @@ def _input_info(model: Any) -> tuple[bool, int | None]:
 # -- outputs and targets ------------------------------------------------------------------
 def default_output_selector(out: Any) -> Any:
     """Pick the logits from a model's output: a tensor, tuple/list (first), dict ("logits")."""
-    if tf.is_tensor(out):
-        return out
-    if isinstance(out, (tuple, list)) and out and tf.is_tensor(out[0]):
-        return out[0]
-    if isinstance(out, Mapping):
-        if "logits" in out:
-            return out["logits"]
-        raise ModelOutputError(
-            f"The model returned a dict with keys {sorted(map(str, out))}; pass "
-            f"output='<key>' (or a callable) to say which entry holds the logits."
-        )
-    if tf.is_tensor(getattr(out, "logits", None)):
-        return out.logits
-    raise ModelOutputError(
-        f"The model returned {type(out).__name__}, not a tensor; pass output= an index, a key "
-        f"or a callable that selects the logits tensor."
-    )
+    return select_logits(out, tf.is_tensor)
 
 
 def make_output_selector(output: Any) -> Callable[[Any], Any]:
-    if output is None:
-        return default_output_selector
-    if callable(output):
-        return output
-    if isinstance(output, (int, str)):
-        def select(out: Any) -> Any:
-            try:
-                return out[output]
-            except (KeyError, IndexError, TypeError) as exc:
-                raise ModelOutputError(f"output={output!r} does not select anything in the model's "
-                                       f"{type(out).__name__} output: {exc}") from exc
-        return select
-    raise ParameterError(f"output must be None, an int, a str or a callable; got {output!r}.")
+    return _make_selector(output, default_output_selector)
 
 
 def _shape_text(shape: Any) -> str:

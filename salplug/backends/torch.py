@@ -25,45 +25,18 @@ except ImportError as exc:  # pragma: no cover - exercised without torch install
     ) from exc
 
 from ..errors import InputError, LayerError, ModelOutputError, ParameterError, TargetError, did_you_mean
+from ._outputs import make_output_selector as _make_selector, select_logits
 from ..layout import canonical_to_layout, check_channels, default_layout, numpy_to_canonical
 from ..types import GUIDED_GRADIENTS, INPUT_GRADIENTS, LAYER_GRADIENTS, SCORES, InputInfo, Targets
 
 
-def default_output_selector(out: Any) -> torch.Tensor:
+def default_output_selector(out: Any) -> Any:
     """Pick the logits from a model's output: a tensor, tuple/list (first), dict ("logits")."""
-    if torch.is_tensor(out):
-        return out
-    if isinstance(out, (tuple, list)) and out and torch.is_tensor(out[0]):
-        return out[0]
-    if isinstance(out, Mapping):
-        if "logits" in out:
-            return out["logits"]
-        raise ModelOutputError(
-            f"The model returned a dict with keys {sorted(map(str, out))}; pass "
-            f"output='<key>' (or a callable) to say which entry holds the logits."
-        )
-    if torch.is_tensor(getattr(out, "logits", None)):
-        return out.logits
-    raise ModelOutputError(
-        f"The model returned {type(out).__name__}, not a tensor; pass output= an index, a key "
-        f"or a callable that selects the logits tensor."
-    )
+    return select_logits(out, torch.is_tensor)
 
 
-def make_output_selector(output: Any) -> Callable[[Any], torch.Tensor]:
-    if output is None:
-        return default_output_selector
-    if callable(output):
-        return output
-    if isinstance(output, (int, str)):
-        def select(out: Any) -> torch.Tensor:
-            try:
-                return out[output]
-            except (KeyError, IndexError, TypeError) as exc:
-                raise ModelOutputError(f"output={output!r} does not select anything in the model's "
-                                       f"{type(out).__name__} output: {exc}") from exc
-        return select
-    raise ParameterError(f"output must be None, an int, a str or a callable; got {output!r}.")
+def make_output_selector(output: Any) -> Callable[[Any], Any]:
+    return _make_selector(output, default_output_selector)
 
 
 # Rows per model call when the caller gives no batch size. Measured on 2 CPU cores (IG, 25
