@@ -184,6 +184,7 @@ class Explainer:
         if batch_size is not None and (not _is_int(batch_size) or batch_size < 1):
             raise ParameterError(f"batch_size must be a positive int, got {batch_size!r}.")
         self.batch_size = batch_size or getattr(self.adapter, "default_batch_size", DEFAULT_BATCH_SIZE)
+        self._auto_batch = batch_size is None  # then the adapter may size batches per input
         self.progress = progress
 
     @property
@@ -200,6 +201,8 @@ class Explainer:
         ctx = Context(self.adapter, self.host, size, self.progress if progress is None else progress, info)
         if hasattr(m, "check"):  # parameter values, before the top-1 forward pass
             m.check(ctx, canonical, Targets.none(), **full)
+        if batch_size is None and self._auto_batch and hasattr(self.adapter, "batch_size_for"):
+            ctx.batch_size = size = self.adapter.batch_size_for(canonical)
         targets = resolve_targets(self.adapter, canonical, target, size)
         out = run_method(ctx, m.name, canonical, targets, full, checked=True)
         values = np.asarray(out.values, dtype=np.float32)

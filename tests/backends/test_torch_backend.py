@@ -48,10 +48,23 @@ def test_inner_work_is_packed_into_batches(batch_size, expected):
     assert model.batches == expected
 
 
-def test_default_batch_size_applies():
+def test_default_batch_size_follows_the_input():
+    """With no batch_size, rows per call come from adapter.batch_size_for(x): 8 rows of 224² on
+    a CPU, every row at once for tiny inputs; a batch_size given anywhere wins."""
     model = Counting(make_cnn(seed=2))
-    salplug.explain(model, torch.rand(1, 3, 8, 8), "ig", target=1, steps=40)
-    assert max(model.batches) == salplug.Explainer(model).batch_size and sum(model.batches) == 40
+    ex = salplug.Explainer(model)
+    ex.explain(torch.rand(1, 3, 224, 224), "ig", target=1, steps=20)
+    assert model.batches == [8, 8, 4]
+    assert ex.adapter.batch_size_for(np.zeros((1, 224, 224, 3), np.float32)) == 8
+    model.batches.clear()
+    ex.explain(torch.rand(1, 3, 8, 8), "ig", target=1, steps=40)
+    assert model.batches == [40]
+    model.batches.clear()
+    salplug.Explainer(model, batch_size=5).explain(torch.rand(1, 3, 8, 8), "ig", target=1, steps=40)
+    assert max(model.batches) == 5 and sum(model.batches) == 40
+    model.batches.clear()
+    ex.explain(torch.rand(1, 3, 8, 8), "ig", target=1, steps=40, batch_size=3)
+    assert max(model.batches) == 3 and sum(model.batches) == 40
 
 
 def test_layer_hooks_are_removed_even_after_errors():
