@@ -171,7 +171,9 @@ class Explainer:
     ----------
     model : the model (torch module, Keras model, a call_model_function, ...).
     backend : backend name or "auto".
-    batch_size : rows per model call for inner work (IG steps, noise samples, windows).
+    batch_size : rows per model call for inner work (IG steps, noise samples, windows); by
+        default the backend picks it per input (``adapter.batch_size_for``, else its
+        ``default_batch_size``).
     progress : show progress bars on long work.
     host : plugin host to use (default: the process-wide one).
     **backend_options : passed to the backend (e.g. ``device``, ``output`` for torch).
@@ -232,7 +234,8 @@ def explain(model: Any, x: Any, method: str = "gradients", *, target: Any = None
     method : registered method name (``salplug list`` shows them), e.g. "integrated_gradients".
     target : class index, one index per sample, a callable on the model output, or None (top-1).
     backend : "auto", "torch", "tf2", "tf1", "callable" or a plugin's backend.
-    batch_size : rows per model call for the method's inner work.
+    batch_size : rows per model call for the method's inner work (default: the backend's choice
+        for this input size and device).
     layout : the input's layout when the default guess is wrong ("NHWC", "NCHW", "HWC", "CHW").
     **params : the method's parameters (e.g. ``steps=50``).
 
