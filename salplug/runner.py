@@ -568,7 +568,8 @@ def run(config: Config, *, host: Any = None, quiet: bool = False, source: str | 
                                        f"--device out.") from None
         raise fail("model.options", f"the {loaded.backend!r} backend rejected an option: {exc}") from None
     except SalplugError as exc:
-        raise fail("model", exc) from None
+        raise fail("model.device" if config.model.device is not None and "device" in str(exc) else "model",
+                   exc) from None
     adapter = explainer.adapter
     prepared = [loaded.preprocess(img.pixels) for img in images]
     try:

@@ -369,6 +369,28 @@ def _weak(obj: Any) -> tuple[Callable[[], Any], bool]:
     return ref, True
 
 
+def tf_device_name(device: Any) -> str | None:
+    """A TensorFlow device name for ``device`` (torch-style names accepted), checked to exist."""
+    if device is None:
+        return None
+    text = str(device).strip()
+    low = text.lower()
+    kind, _, index = low.partition(":")
+    if kind in ("cpu", "cuda", "gpu") and (index == "" or index.isdigit()):
+        name = f"/{'CPU' if kind == 'cpu' else 'GPU'}:{index or 0}"
+    elif text.startswith("/"):
+        name = text
+    else:
+        raise ParameterError(f"device {device!r} is not a device name; use 'cpu', 'cuda', 'cuda:1' or a "
+                             f"TensorFlow name like '/GPU:0'.")
+    available = [d.name for d in tf.config.list_logical_devices()]
+    short = {n.split("device:")[-1].upper(): n for n in available}  # '/device:GPU:0' -> 'GPU:0'
+    if name.lstrip("/").upper().split("DEVICE:")[-1] not in short:
+        raise ParameterError(f"device {device!r}: TensorFlow sees no {name.lstrip('/')} on this machine; "
+                             f"available: {', '.join(sorted(short)) or 'none'}.")
+    return name
+
+
 class TF2Adapter:
     """A TensorFlow 2 model as a salplug ``ModelAdapter``.
 
@@ -381,6 +403,8 @@ class TF2Adapter:
         Dense layer).
     compile : trace gradient steps with ``tf.function`` (default: yes for Keras models and
         ``tf.Module``s, no for other callables). Guided backprop always traces.
+    device : where the steps run: ``"cpu"``, ``"cuda"``/``"gpu"`` (first GPU), ``"cuda:1"``, or
+        a TensorFlow device name like ``"/GPU:1"`` (default: TensorFlow's own placement).
     """
 
     name = "tf2"
@@ -389,7 +413,8 @@ class TF2Adapter:
     supports_targets = True
 
     def __init__(self, model: Any, *, output: Any = None, num_classes: int | None = None,
-                 compile: bool | None = None) -> None:
+                 compile: bool | None = None, device: str | None = None) -> None:
+        self.device = tf_device_name(device)
         if not callable(model):
             raise ParameterError(
                 f"The tf2 backend needs a Keras model, a tf.Module or a callable returning logits, "
@@ -500,10 +525,11 @@ class TF2Adapter:
         step = self._step(kind, x, targets, layer, layer_name)
         if targets.indices is not None:
             check_indices(targets.indices, step.meta.get("k"))
-        args = [tf.constant(np.ascontiguousarray(x, dtype=np.float32))]
-        if targets.indices is not None:
-            args.append(tf.constant(targets.indices, tf.int64))
-        return step.call(*args), step.meta
+        with tf.device(self.device) if self.device else contextlib.nullcontext():
+            args = [tf.constant(np.ascontiguousarray(x, dtype=np.float32))]
+            if targets.indices is not None:
+                args.append(tf.constant(targets.indices, tf.int64))
+            return step.call(*args), step.meta
 
     @staticmethod
     def _numpy(t: Any) -> np.ndarray:

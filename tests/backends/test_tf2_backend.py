@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import salplug
-from salplug.errors import InputError, LayerError, ModelOutputError, TargetError
+from salplug.errors import InputError, LayerError, ModelOutputError, ParameterError, TargetError
 from salplug.types import Targets
 
 tf = pytest.importorskip("tensorflow", reason="the tf2 backend needs TensorFlow: pip install 'salplug[tf]'")
@@ -71,6 +71,22 @@ def test_numpy_and_tf_inputs_come_back_in_their_own_type_and_layout():
     assert tf.is_tensor(as_tf.values) and as_tf.values.shape == (2, 8, 8, 3)
     np.testing.assert_array_equal(as_tf.values.numpy(), batch.values)
     assert batch.backend == "tf2"
+
+
+def test_device_option_places_the_steps_or_says_what_exists():
+    model = small_cnn(seed=3)
+    x = rand(2, 8, 8, 3, seed=3)
+    ref = salplug.explain(model, x, "gradients", target=[1, 2]).canonical
+    on_cpu = salplug.Explainer(model, "tf2", device="cpu").explain(x, "gradients", target=[1, 2]).canonical
+    np.testing.assert_array_equal(on_cpu, ref)
+    if tf.config.list_logical_devices("GPU"):
+        on_gpu = salplug.Explainer(model, "tf2", device="cuda").explain(x, "gradients", target=[1, 2]).canonical
+        np.testing.assert_allclose(on_gpu, ref, rtol=1e-4, atol=1e-6)
+    else:
+        with pytest.raises(ParameterError, match=r"no GPU:0 on this machine; available: CPU:0"):
+            salplug.Explainer(model, "tf2", device="cuda")
+    with pytest.raises(ParameterError, match="not a device name"):
+        salplug.Explainer(model, "tf2", device="banana")
 
 
 def test_gradients_equal_a_hand_written_gradient_tape_with_per_row_targets():
