@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from .errors import CapabilityError, ModelOutputError, ParameterError, SalplugError, TargetError, did_you_mean
+from .errors import ModelOutputError, ParameterError, SalplugError, TargetError
 from .plugins import PluginHost, get_host
+from .registry import instantiate, keyword_parameters, resolve_keywords
 from .types import Attribution, Context, MethodOutput, Targets
 
 DEFAULT_BATCH_SIZE = 16
@@ -34,50 +34,17 @@ def create_adapter(host: PluginHost, model: Any, backend: str = "auto", **option
 
 def load_method(host: PluginHost, name: str, adapter: Any) -> Any:
     """Instantiate method ``name`` after checking the adapter provides what it requires."""
-    component = host.methods.get(name)
-    cls = component.load()
-    method = cls() if isinstance(cls, type) else cls
-    requires = frozenset(component.metadata.get("requires", ())) | frozenset(getattr(method, "requires", ()))
-    missing = requires - frozenset(adapter.provides)
-    if missing:
-        raise CapabilityError(
-            f"Method {component.name!r} needs {', '.join(sorted(missing))}, which the "
-            f"{adapter.name!r} backend does not provide (it provides: "
-            f"{', '.join(sorted(adapter.provides)) or 'nothing'}). Use another backend or method."
-        )
-    method.name = component.name
-    return method
+    return instantiate(host.methods.get(name), adapter)
 
 
 def method_parameters(method: Any) -> tuple[dict[str, Any], bool]:
     """(accepted keyword parameters with their defaults, whether **kwargs is accepted)."""
-    sig = inspect.signature(method.explain)
-    params: dict[str, Any] = {}
-    var_kw = False
-    for p in sig.parameters.values():
-        if p.kind is p.KEYWORD_ONLY:
-            params[p.name] = p.default
-        elif p.kind is p.VAR_KEYWORD:
-            var_kw = True
-    return params, var_kw
+    return keyword_parameters(method.explain)
 
 
 def resolve_params(method: Any, params: dict[str, Any]) -> dict[str, Any]:
     """Check ``params`` names against the method's signature; return them with defaults filled."""
-    accepted, var_kw = method_parameters(method)
-    if not var_kw:
-        for key in params:
-            if key not in accepted:
-                raise ParameterError(
-                    f"Method {method.name!r} has no parameter {key!r}.{did_you_mean(key, accepted)} "
-                    f"Accepted: {', '.join(accepted) or 'none'}."
-                )
-    merged = {k: v for k, v in accepted.items() if v is not inspect.Parameter.empty}
-    merged.update(params)
-    missing = [k for k, v in accepted.items() if v is inspect.Parameter.empty and k not in params]
-    if missing:
-        raise ParameterError(f"Method {method.name!r} needs parameter(s): {', '.join(missing)}.")
-    return merged
+    return resolve_keywords(method.explain, params, f"Method {method.name!r}")
 
 
 def run_method(ctx: Context, name: str, x: np.ndarray, targets: Targets,

@@ -102,6 +102,29 @@ def _report_errors(host) -> None:
             click.secho(f"plugin {name!r} was not loaded: {error}", fg="yellow", err=True)
 
 
+def _config_file(config: Path | None) -> Path:
+    """CONFIG, or the config found in the working folder when none is given."""
+    from .config import ConfigError, find_config
+
+    if config is None:
+        config = find_config(".")
+        if config is None:
+            raise ConfigError("no CONFIG given and no salplug.toml, salplug.yaml or pyproject.toml with "
+                              "[tool.salplug] here; pass a config file (see examples/demo.toml).")
+    return config
+
+
+def _overrides(backend, device, batch_size, seed, target, layer) -> dict:
+    """The config keys that the shared flags set (None: the flag was not given)."""
+    return {"model.backend": backend, "model.device": device, "model.batch_size": batch_size, "seed": seed,
+            "model.target": target, "model.layer": layer}
+
+
+def _absolute(out_dir) -> str | None:
+    """--out relative to the working folder, not to the config file."""
+    return str(Path(out_dir).absolute()) if out_dir else None
+
+
 def _finish(result_index, folder, quiet: bool) -> None:
     if not quiet:
         click.echo(f"wrote {result_index if result_index is not None else folder}")
@@ -120,19 +143,12 @@ def run_config(config, out_dir, target, layer, backend, device, batch_size, seed
     Without CONFIG, uses salplug.toml / salplug.yaml in the working folder, else the
     [tool.salplug] table of ./pyproject.toml. Flags beat SALPLUG_* variables, which beat the file.
     """
-    from .config import ConfigError, find_config, load_config
+    from .config import load_config
     from .runner import run
 
-    if config is None:
-        config = find_config(".")
-        if config is None:
-            raise ConfigError("no CONFIG given and no salplug.toml, salplug.yaml or pyproject.toml with "
-                              "[tool.salplug] here; pass a config file (see examples/demo.toml).")
+    config = _config_file(config)
     host = _host()
-    # --out is relative to the working folder, not to the config file.
-    overrides = {"outputs.folder": str(Path(out_dir).absolute()) if out_dir else None, "model.backend": backend,
-                 "model.device": device, "model.batch_size": batch_size, "seed": seed,
-                 "model.target": target, "model.layer": layer}
+    overrides = {"outputs.folder": _absolute(out_dir), **_overrides(backend, device, batch_size, seed, target, layer)}
     cfg = load_config(config, overrides=overrides, host=host)
     result = run(cfg, host=host, quiet=quiet, source=str(config))
     _finish(result.index, result.folder, quiet)
@@ -153,18 +169,13 @@ def evaluate_command(config, metrics, out_dir, target, layer, backend, device, b
     Prints the table (mean ± std over the photos, the random baseline included) and writes
     evaluation.csv, evaluation.json, curve plots and index.html (see docs/evaluation.md).
     """
-    from .config import ConfigError, find_config, load_config
+    from .config import load_config
     from .evaluate import evaluate_config
 
-    if config is None:
-        config = find_config(".")
-        if config is None:
-            raise ConfigError("no CONFIG given and no salplug.toml, salplug.yaml or pyproject.toml with "
-                              "[tool.salplug] here; pass a config file (see examples/demo.toml).")
+    config = _config_file(config)
     host = _host()
-    overrides = {"evaluation.folder": str(Path(out_dir).absolute()) if out_dir else None, "model.backend": backend,
-                 "model.device": device, "model.batch_size": batch_size, "seed": seed,
-                 "model.target": target, "model.layer": layer}
+    overrides = {"evaluation.folder": _absolute(out_dir),
+                 **_overrides(backend, device, batch_size, seed, target, layer)}
     cfg = load_config(config, overrides=overrides, host=host)
     result = evaluate_config(cfg, host=host, quiet=quiet, metrics=list(metrics) or None)
     click.echo(result.table())
@@ -212,8 +223,7 @@ def explain_images(images, samples, methods, model, target, layer, params, visua
         "explanations": [{"method": m, "params": per_method[m]} for m in methods],
         "outputs": {"folder": str(Path(out_dir).absolute()), "visualizers": list(visualizers) or ["auto"]},
     }
-    overrides = {"model.backend": backend, "model.device": device, "model.batch_size": batch_size, "seed": seed,
-                 "model.target": target, "model.layer": layer}
+    overrides = _overrides(backend, device, batch_size, seed, target, layer)
     host = _host()
     cfg = load_config(data=data, overrides=overrides, host=host)
     result = run(cfg, host=host, quiet=quiet)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import html
-import inspect
 import json
 import math
 import sys
@@ -28,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import CapabilityError, ParameterError, did_you_mean
+from .errors import ParameterError
+from .registry import instantiate, resolve_keywords
 
 __all__ = ["DEFAULT_METHODS", "DEFAULT_METRICS", "EvaluationResult", "evaluate", "evaluate_config"]
 
@@ -69,41 +69,9 @@ def _specs(value: Any, key: str, what: str) -> list[tuple[str, str, dict[str, An
     return out
 
 
-def _metric_parameters(metric: Any) -> tuple[dict[str, Any], bool]:
-    sig = inspect.signature(metric.evaluate)
-    params, var_kw = {}, False
-    for p in sig.parameters.values():
-        if p.kind is p.KEYWORD_ONLY:
-            params[p.name] = p.default
-        elif p.kind is p.VAR_KEYWORD:
-            var_kw = True
-    return params, var_kw
-
-
-def _resolve_metric_params(name: str, metric: Any, params: dict[str, Any]) -> dict[str, Any]:
-    accepted, var_kw = _metric_parameters(metric)
-    if not var_kw:
-        for key in params:
-            if key not in accepted:
-                raise ParameterError(f"Metric {name!r} has no parameter {key!r}.{did_you_mean(key, accepted)} "
-                                     f"Accepted: {', '.join(accepted) or 'none'}.")
-    merged = {k: v for k, v in accepted.items() if v is not inspect.Parameter.empty}
-    merged.update(params)
-    return merged
-
-
 def load_metric(host: Any, name: str, adapter: Any) -> Any:
     """Instantiate metric ``name`` after checking the adapter provides what it requires."""
-    component = host.metrics.get(name)
-    target = component.load()
-    metric = target() if isinstance(target, type) else target
-    requires = frozenset(component.metadata.get("requires", ())) | frozenset(getattr(metric, "requires", ()))
-    missing = requires - frozenset(adapter.provides)
-    if missing:
-        raise CapabilityError(f"Metric {component.name!r} needs {', '.join(sorted(missing))}, which the "
-                              f"{adapter.name!r} backend does not provide.")
-    metric.name = component.name
-    return metric
+    return instantiate(host.metrics.get(name), adapter)
 
 
 def _jsonable(value: Any) -> Any:
@@ -522,7 +490,7 @@ def evaluate(model: Any, images: Any, methods: Any = DEFAULT_METHODS, metrics: A
     plan_metrics = []
     for label, name, params in metric_specs:
         metric = load_metric(host, name, adapter)
-        full = _resolve_metric_params(name, metric, params)
+        full = resolve_keywords(metric.evaluate, params, f"Metric {name!r}")
         if hasattr(metric, "check"):
             try:
                 metric.check(_probe(ctx, plan_methods), x, None, **full)

@@ -3,15 +3,27 @@
 A component is registered by a plugin under a name, with optional aliases and metadata.
 Its target is either the object itself or a lazy ``"package.module:Name"`` string that is
 imported only when the component is first used, so discovery never imports a framework.
+``instantiate`` and ``resolve_keywords`` turn a method or metric into a checked instance and
+its full parameters.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import BackendUnavailableError, DuplicateComponentError, PluginError, UnknownComponentError, closest
+from .errors import (
+    BackendUnavailableError,
+    CapabilityError,
+    DuplicateComponentError,
+    ParameterError,
+    PluginError,
+    UnknownComponentError,
+    closest,
+    did_you_mean,
+)
 
 KINDS = ("method", "backend", "visualizer", "metric")
 
@@ -145,3 +157,56 @@ class Registry:
 
     def __len__(self) -> int:
         return len(self._items)
+
+
+# ---------------------------------------------------------------------------------------------
+# From a component to a checked instance (methods and metrics alike)
+# ---------------------------------------------------------------------------------------------
+
+def instantiate(component: Component, adapter: Any) -> Any:
+    """Load ``component``, instantiate it (when a class) and check ``adapter`` provides what it requires."""
+    target = component.load()
+    obj = target() if isinstance(target, type) else target
+    requires = frozenset(component.metadata.get("requires", ())) | frozenset(getattr(obj, "requires", ()))
+    missing = requires - frozenset(adapter.provides)
+    if missing:
+        raise CapabilityError(
+            f"{component.kind.capitalize()} {component.name!r} needs {', '.join(sorted(missing))}, which the "
+            f"{adapter.name!r} backend does not provide (it provides: "
+            f"{', '.join(sorted(adapter.provides)) or 'nothing'}). Use another backend or {component.kind}."
+        )
+    obj.name = component.name
+    return obj
+
+
+def keyword_parameters(func: Any) -> tuple[dict[str, Any], bool]:
+    """(``func``'s keyword-only parameters with their defaults, whether it takes **kwargs)."""
+    params: dict[str, Any] = {}
+    var_kw = False
+    for p in inspect.signature(func).parameters.values():
+        if p.kind is p.KEYWORD_ONLY:
+            params[p.name] = p.default
+        elif p.kind is p.VAR_KEYWORD:
+            var_kw = True
+    return params, var_kw
+
+
+def resolve_keywords(func: Any, params: dict[str, Any], who: str) -> dict[str, Any]:
+    """Check ``params`` against ``func``'s keyword parameters; return them with defaults filled.
+
+    ``who`` starts the error messages, e.g. ``"Method 'gradients'"``.
+    """
+    accepted, var_kw = keyword_parameters(func)
+    if not var_kw:
+        for key in params:
+            if key not in accepted:
+                raise ParameterError(
+                    f"{who} has no parameter {key!r}.{did_you_mean(key, accepted)} "
+                    f"Accepted: {', '.join(accepted) or 'none'}."
+                )
+    merged = {k: v for k, v in accepted.items() if v is not inspect.Parameter.empty}
+    merged.update(params)
+    missing = [k for k, v in accepted.items() if v is inspect.Parameter.empty and k not in params]
+    if missing:
+        raise ParameterError(f"{who} needs parameter(s): {', '.join(missing)}.")
+    return merged

@@ -108,6 +108,33 @@ def test_capability_mismatch_fails_before_work():
     assert calls == []
 
 
+def test_registry_helpers_serve_methods_and_metrics():
+    from salplug.registry import Component, instantiate, keyword_parameters, resolve_keywords
+
+    class Thing:
+        requires = frozenset({"b"})
+
+        def evaluate(self, ctx, x, *, size, mode="abs"):
+            pass
+
+    class Adapter:
+        name = "fake"
+        provides = frozenset({"a", "b"})
+
+    thing = instantiate(Component("metric", "thing", Thing, "p", metadata={"requires": ("a",)}), Adapter())
+    assert isinstance(thing, Thing) and thing.name == "thing"
+    Adapter.provides = frozenset({"b"})
+    with pytest.raises(CapabilityError, match=r"^Metric 'thing' needs a, which the 'fake' backend does not "
+                                              r"provide \(it provides: b\)\. Use another backend or metric\.$"):
+        instantiate(Component("metric", "thing", Thing, "p", metadata={"requires": ("a",)}), Adapter())
+    assert keyword_parameters(thing.evaluate)[0]["mode"] == "abs"
+    assert resolve_keywords(thing.evaluate, {"size": 2}, "Metric 'thing'") == {"mode": "abs", "size": 2}
+    with pytest.raises(ParameterError, match=r"^Metric 'thing' needs parameter\(s\): size\.$"):
+        resolve_keywords(thing.evaluate, {}, "Metric 'thing'")
+    with pytest.raises(ParameterError, match="Metric 'thing' has no parameter 'mod'. Did you mean 'mode'"):
+        resolve_keywords(thing.evaluate, {"size": 1, "mod": "x"}, "Metric 'thing'")
+
+
 def test_top1_target_is_recorded(counted):
     x = torch.rand(3, 3, 8, 8)
     out = salplug.explain(counted, x, "gradients")

@@ -12,6 +12,8 @@ Per image: ``generate_random_mask`` (the seed pixels of the fully blurred image;
 across the methods compared), then ``compute_pic_metric`` (it raises ``ComputePicMetricError``
 for images that cannot be scored: skip those), then ``aggregate_individual_pic_results`` over
 all images of one saliency method. Pillow and SciPy are imported when first needed.
+``reveal`` and ``pic_curve`` (salplug additions, not in ``__all__``) are the same steps for callers
+that batch the model calls (the PIC metric plugin).
 """
 
 from __future__ import annotations
@@ -119,6 +121,64 @@ def _predict(pred_func: Callable, image: np.ndarray):
     return pred_func(image[np.newaxis, ...])[0]
 
 
+def reveal(img: np.ndarray, saliency_map: np.ndarray, random_mask: np.ndarray, threshold: float) -> np.ndarray:
+    """``img`` blurred but for its ``threshold`` fraction of most salient pixels and ``random_mask``."""
+    revealed = (saliency_map >= np.quantile(saliency_map, 1 - threshold)) | random_mask
+    return create_blurred_image(full_img=img, pixel_mask=revealed)
+
+
+def _check_original(original_pred, min_pred_value: float) -> None:
+    if original_pred < min_pred_value:
+        raise ComputePicMetricError(
+            f"The model's prediction on the original image, {original_pred}, is lower than "
+            f"min_pred_value = {min_pred_value}. Skip this image or lower min_pred_value.")
+
+
+def _check_blurred(original_entropy, blurred_entropy, original_pred, blurred_pred) -> None:
+    if blurred_entropy >= original_entropy:
+        raise ComputePicMetricError(
+            f"The fully blurred image does not hold less information than the original "
+            f"(entropy {blurred_entropy} vs {original_entropy}); leave this image out.")
+    if blurred_pred >= original_pred:
+        raise ComputePicMetricError(
+            f"The model's prediction on the fully blurred image, {blurred_pred}, is not lower than "
+            f"on the original, {original_pred}; leave this image out.")
+
+
+def _curve(entropies: Sequence, predictions: Sequence, keep_monotonous: bool,
+           num_data_points: int) -> tuple[np.ndarray, np.ndarray]:
+    """(curve_x, curve_y) from the entropies and predictions of [original, fully blurred, one per threshold]."""
+    from scipy.interpolate import interp1d
+
+    original_entropy, blurred_entropy, *levels = entropies
+    original_pred, blurred_pred, *preds = predictions
+    points, best = [], 0.0
+    for entropy, pred in zip(levels, preds):
+        info = np.clip((entropy - blurred_entropy) / (original_entropy - blurred_entropy), 0.0, 1.0)
+        score = np.clip((pred - blurred_pred) / (original_pred - blurred_pred), 0.0, 1.0)
+        best = max(best, score)
+        points.append((info, best if keep_monotonous else score))
+    points += [(0.0, 0.0), (1.0, 1.0)]
+    xs, ys = zip(*points)
+    curve_x = np.linspace(0.0, 1.0, num=num_data_points, endpoint=False)
+    curve_y = np.append(np.asarray(interp1d(x=xs, y=ys)(curve_x), dtype=np.float64), 1.0)
+    return np.append(curve_x, 1.0), curve_y
+
+
+def pic_curve(entropies: Sequence, predictions: Sequence, *, min_pred_value: float = 0.8,
+              keep_monotonous: bool = True, num_data_points: int = 1000) -> tuple[np.ndarray, np.ndarray, float]:
+    """(curve_x, curve_y, auc) of ``compute_pic_metric`` from values computed beforehand (a salplug
+    addition, for callers that batch the model calls).
+
+    ``entropies`` and ``predictions`` are those of [original, fully blurred, one image per
+    threshold]; raises ``ComputePicMetricError`` like ``compute_pic_metric``.
+    """
+    _check_original(predictions[0], min_pred_value)
+    _check_blurred(entropies[0], entropies[1], predictions[0], predictions[1])
+    curve_x, curve_y = _curve(entropies, predictions, keep_monotonous, num_data_points)
+    return curve_x, curve_y, float(np.trapezoid(curve_y, curve_x))
+
+
 def compute_pic_metric(img: np.ndarray, saliency_map: np.ndarray, random_mask: np.ndarray,
                        pred_func: Callable[[np.ndarray], Sequence[float]], saliency_thresholds: Sequence[float],
                        min_pred_value: float = 0.8, keep_monotonous: bool = True,
@@ -152,41 +212,17 @@ def compute_pic_metric(img: np.ndarray, saliency_map: np.ndarray, random_mask: n
     blurred = create_blurred_image(full_img=img, pixel_mask=random_mask)
     blurred_entropy = estimate_image_entropy(blurred)
     original_pred = _predict(pred_func, img)
-    if original_pred < min_pred_value:
-        raise ComputePicMetricError(
-            f"The model's prediction on the original image, {original_pred}, is lower than "
-            f"min_pred_value = {min_pred_value}. Skip this image or lower min_pred_value.")
+    _check_original(original_pred, min_pred_value)
     blurred_pred = _predict(pred_func, blurred)
-    if blurred_entropy >= original_entropy:
-        raise ComputePicMetricError(
-            f"The fully blurred image does not hold less information than the original "
-            f"(entropy {blurred_entropy} vs {original_entropy}); leave this image out.")
-    if blurred_pred >= original_pred:
-        raise ComputePicMetricError(
-            f"The model's prediction on the fully blurred image, {blurred_pred}, is not lower than "
-            f"on the original, {original_pred}; leave this image out.")
+    _check_blurred(original_entropy, blurred_entropy, original_pred, blurred_pred)
 
-    images, predictions, points = [blurred], [blurred_pred], []
-    best = 0.0
+    images, predictions, entropies = [blurred], [blurred_pred], [original_entropy, blurred_entropy]
     for threshold in saliency_thresholds:
-        revealed = (saliency_map >= np.quantile(saliency_map, 1 - threshold)) | random_mask
-        image = create_blurred_image(full_img=img, pixel_mask=revealed)
-        pred = _predict(pred_func, image)
-        info = np.clip((estimate_image_entropy(image) - blurred_entropy) / (original_entropy - blurred_entropy),
-                       0.0, 1.0)
-        score = np.clip((pred - blurred_pred) / (original_pred - blurred_pred), 0.0, 1.0)
-        best = max(best, score)
-        points.append((info, best if keep_monotonous else score))
+        image = reveal(img, saliency_map, random_mask, threshold)
+        predictions.append(_predict(pred_func, image))
+        entropies.append(estimate_image_entropy(image))
         images.append(image)
-        predictions.append(pred)
-    points += [(0.0, 0.0), (1.0, 1.0)]
-
-    from scipy.interpolate import interp1d
-
-    xs, ys = zip(*points)
-    curve_x = np.linspace(0.0, 1.0, num=num_data_points, endpoint=False)
-    curve_y = np.append(np.asarray(interp1d(x=xs, y=ys)(curve_x), dtype=np.float64), 1.0)
-    curve_x = np.append(curve_x, 1.0)
+    curve_x, curve_y = _curve(entropies, [original_pred, *predictions], keep_monotonous, num_data_points)
     images.append(img)
     predictions.append(original_pred)
     return PicMetricResult(curve_x=curve_x, curve_y=curve_y, blurred_images=images, predictions=predictions,

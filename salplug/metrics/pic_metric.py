@@ -2,12 +2,12 @@
 
 The curve is the one of :func:`salplug.metrics.pic.compute_pic_metric` (Kapishnikov et al.,
 ICCV 2019) and is built from that module's own pieces (``generate_random_mask``,
-``create_blurred_image``, ``estimate_image_entropy``, ``PicMetricResult``,
-``aggregate_individual_pic_results``). The difference is only in how the model is called:
-``compute_pic_metric`` asks ``pred_func`` for one image at a time; here the original, the fully
-blurred and every partly revealed image of every sample are collected first and sent through
-the adapter in batches of ``ctx.batch_size``; one forward pass gives both the softmax (SIC) and
-the correctness of the top-1 class (AIC).
+``create_blurred_image``, ``reveal``, ``estimate_image_entropy``, ``pic_curve``,
+``PicMetricResult``, ``aggregate_individual_pic_results``). The difference is only in how the
+model is called: ``compute_pic_metric`` asks ``pred_func`` for one image at a time; here the
+original, the fully blurred and every partly revealed image of every sample are collected first
+and sent through the adapter in batches of ``ctx.batch_size``; one forward pass gives both the
+softmax (SIC) and the correctness of the top-1 class (AIC).
 
 The random mask of an image derives from the evaluation's seed and the image's content, so it
 is the same for every method compared (as the paper requires). Images that cannot be scored
@@ -46,42 +46,6 @@ KINDS = ("sic", "aic")
 def to_uint8(image: np.ndarray) -> np.ndarray:
     """An image in [0, 1] as uint8 (what ``compute_pic_metric`` takes)."""
     return (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-
-
-def pic_curve(thresholds, entropies, predictions, *, min_pred_value: float, keep_monotonous: bool,
-              num_data_points: int):
-    """(curve_x, curve_y, auc) from the entropies and predictions of [original, fully blurred,
-    one per threshold]; raises ``ComputePicMetricError`` like ``compute_pic_metric``."""
-    from scipy.interpolate import interp1d
-
-    from .pic import ComputePicMetricError
-
-    original_entropy, blurred_entropy, *levels = entropies
-    original_pred, blurred_pred, *preds = predictions
-    if original_pred < min_pred_value:
-        raise ComputePicMetricError(
-            f"the prediction on the original image, {original_pred:.4g}, is below min_pred_value = "
-            f"{min_pred_value}")
-    if blurred_entropy >= original_entropy:
-        raise ComputePicMetricError(
-            f"the fully blurred image holds no less information than the original (entropy "
-            f"{blurred_entropy} vs {original_entropy})")
-    if blurred_pred >= original_pred:
-        raise ComputePicMetricError(
-            f"the prediction on the fully blurred image, {blurred_pred:.4g}, is not below the "
-            f"original's, {original_pred:.4g}")
-    points, best = [], 0.0
-    for entropy, pred in zip(levels, preds):
-        info = np.clip((entropy - blurred_entropy) / (original_entropy - blurred_entropy), 0.0, 1.0)
-        score = np.clip((pred - blurred_pred) / (original_pred - blurred_pred), 0.0, 1.0)
-        best = max(best, score)
-        points.append((info, best if keep_monotonous else score))
-    points += [(0.0, 0.0), (1.0, 1.0)]
-    xs, ys = zip(*points)
-    curve_x = np.linspace(0.0, 1.0, num=num_data_points, endpoint=False)
-    curve_y = np.append(np.asarray(interp1d(x=xs, y=ys)(curve_x), dtype=np.float64), 1.0)
-    curve_x = np.append(curve_x, 1.0)
-    return curve_x, curve_y, float(np.trapezoid(curve_y, curve_x))
 
 
 class PIC(Metric):
@@ -133,6 +97,8 @@ class PIC(Metric):
             create_blurred_image,
             estimate_image_entropy,
             generate_random_mask,
+            pic_curve,
+            reveal,
         )
 
         x = np.asarray(x, np.float32)
@@ -160,8 +126,7 @@ class PIC(Metric):
             row = [img, blurred]
             ent = [e_orig, e_blur]
             for t in thresholds:
-                revealed = (saliency[i] >= np.quantile(saliency[i], 1 - t)) | mask
-                image = create_blurred_image(full_img=img, pixel_mask=revealed)
+                image = reveal(img, saliency[i], mask, t)
                 row.append(image)
                 ent.append(estimate_image_entropy(image))
             images.append(row)
@@ -192,7 +157,7 @@ class PIC(Metric):
         for kind, preds in (("sic", probs), ("aic", correct)):
             for i in range(n):
                 try:
-                    cx, cy, area = pic_curve(thresholds, entropies[i], preds[i], min_pred_value=min_pred_value,
+                    cx, cy, area = pic_curve(entropies[i], preds[i], min_pred_value=min_pred_value,
                                              keep_monotonous=keep_monotonous, num_data_points=num_data_points)
                 except ComputePicMetricError as exc:
                     skipped[kind][i] = str(exc)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import salplug
-from salplug.errors import ParameterError, UnknownComponentError
+from salplug.errors import CapabilityError, ParameterError, UnknownComponentError
 from salplug.evaluate import EvaluationResult, evaluate
 from salplug.hookspecs import hookimpl
 from salplug.metrics import pic
@@ -126,6 +126,38 @@ def test_errors_before_any_model_call(kwargs, error):
         assert "insertion" in str(info.value) and "deletion" in str(info.value)
 
 
+class _NeedsWeight:
+    """A metric with a required parameter; ``requires`` comes from the test."""
+
+    requires = frozenset()
+
+    def evaluate(self, ctx, x, targets, attributions, *, weight, steps=3):
+        raise AssertionError("must not run")
+
+
+class _NeedsWeightPlugin:
+    def __init__(self, requires):
+        self.requires = requires
+
+    @hookimpl
+    def register_metrics(self, register):
+        register("needs_weight", _NeedsWeight, requires=self.requires)
+
+
+@pytest.mark.parametrize("requires, metrics, error, match", [
+    ((), ["needs_weight"], ParameterError, r"Metric 'needs_weight' needs parameter\(s\): weight"),
+    ((), {"needs_weight": {"weight": 1, "stepz": 2}}, ParameterError, "Did you mean 'steps'"),
+    (("no_such_capability",), {"needs_weight": {"weight": 1}}, CapabilityError,
+     r"Metric 'needs_weight' needs no_such_capability.*Use another backend or metric"),
+])
+def test_metric_parameters_and_capabilities_are_checked_like_methods(requires, metrics, error, match):
+    host = make_host({"recorder": _RecorderPlugin(), "needs": _NeedsWeightPlugin(requires)})
+    Recorder.instances.clear()
+    with pytest.raises(error, match=match):
+        quick(AnalyticModel(SHAPE, classes=3, seed=0), images(), host, backend="recorder", metrics=metrics)
+    assert all(a.total_calls == 0 for a in Recorder.instances)
+
+
 def test_uint8_images_preprocess_and_progress(ahost, capsys):
     model = AnalyticModel(SHAPE, classes=3, seed=0)
     x = images()
@@ -237,6 +269,40 @@ def test_pic_plugin_equals_compute_pic_metric():
             np.testing.assert_allclose(result.extras["results"][kind][i].predictions, want.predictions, rtol=1e-5)
     assert scored >= 3  # every SIC at least
     assert "sic_median_curve_auc" in result.summary
+
+
+def test_pic_curve_from_collected_values_equals_compute_pic_metric():
+    """pic.pic_curve on the entropies and predictions a batching caller collects gives
+    compute_pic_metric's curve, and raises the same error for an image it cannot score."""
+    model, x = _pic_case(n=1)
+    u8 = (x[0] * 255 + 0.5).astype(np.uint8)
+    saliency = np.random.default_rng(2).normal(size=u8.shape[:2])
+    mask = pic.generate_random_mask(24, 24, 0.05, seed=3)
+    thresholds = [0.02, 0.1, 0.3, 0.6]
+    blurred = pic.create_blurred_image(u8, mask)
+    target = int(np.argmax(softmax(model.outputs(x))[0] - softmax(model.outputs(blurred[None] / 255.0))[0]))
+
+    def pred_func(batch):
+        return softmax(model.outputs(batch / 255.0))[:, target]
+
+    images = [u8, blurred, *(pic.reveal(u8, saliency, mask, t) for t in thresholds)]
+    entropies = [pic.estimate_image_entropy(image) for image in images]
+    predictions = [pred_func(image[None])[0] for image in images]
+    for monotonous in (True, False):
+        want = pic.compute_pic_metric(u8, saliency, mask, pred_func, thresholds, min_pred_value=0.0,
+                                      keep_monotonous=monotonous, num_data_points=50)
+        curve_x, curve_y, area = pic.pic_curve(entropies, predictions, min_pred_value=0.0,
+                                               keep_monotonous=monotonous, num_data_points=50)
+        np.testing.assert_array_equal(curve_x, want.curve_x)
+        np.testing.assert_array_equal(curve_y, want.curve_y)
+        assert area == want.auc
+        assert [p for p in want.predictions] == [*predictions[1:], predictions[0]]
+    with pytest.raises(pic.ComputePicMetricError, match="min_pred_value"):
+        pic.pic_curve(entropies, predictions, min_pred_value=1.5)
+    with pytest.raises(pic.ComputePicMetricError, match="information"):
+        pic.pic_curve([entropies[1], entropies[1], *entropies[2:]], predictions, min_pred_value=0.0)
+    with pytest.raises(pic.ComputePicMetricError, match="fully blurred"):
+        pic.pic_curve(entropies, [predictions[0], predictions[0], *predictions[2:]], min_pred_value=0.0)
 
 
 def test_pic_in_evaluate_and_its_checks(tmp_path):
