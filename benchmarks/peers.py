@@ -162,6 +162,9 @@ def upstream_call_model_function(model: nn.Module, target: int, device, layer: n
 
     def call(x_batch, call_model_args=None, expected_keys=None):
         t = torch.as_tensor(np.asarray(x_batch, np.float32), device=device).permute(0, 3, 1, 2)
+        if set(expected_keys) == {base.OUTPUT_LAYER_VALUES}:  # scores only (occlusion): no autograd graph
+            with torch.inference_mode():
+                return {base.OUTPUT_LAYER_VALUES: model(t)[:, target].cpu().numpy()}
         t.requires_grad_(True)
         captured = []
         handle = layer.register_forward_hook(lambda m, i, o: captured.append(o)) if layer is not None else None
