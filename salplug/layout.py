@@ -20,6 +20,21 @@ LAYOUTS: dict[str, tuple[int | None, bool, tuple[int, ...] | None]] = {
 }
 
 
+def read_array(x: Any) -> np.ndarray:
+    """``x`` (array-like) as a numpy array; InputError when it cannot be read as one."""
+    try:
+        return np.asarray(x)
+    except Exception as exc:  # noqa: BLE001 - any failure to read is the caller's input
+        raise InputError(f"Cannot read the input ({type(x).__name__}) as an array: {exc}") from exc
+
+
+def check_image_rank(arr: np.ndarray, shapes: str) -> None:
+    """A 2-D convolutional network takes one image or a batch: rank 3 or 4 (``shapes`` says which)."""
+    if arr.ndim not in (3, 4):
+        raise InputError(f"The model is a 2-D convolutional network, so the input must be one image "
+                         f"{shapes}; got shape {arr.shape}.")
+
+
 def default_layout(ndim: int, channels_first: bool) -> str:
     """The layout assumed for an array of rank ``ndim`` when the caller names none."""
     if ndim == 4:

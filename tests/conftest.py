@@ -124,3 +124,26 @@ def torch_call_model_function(model, target: int, layer=None):
         return out
 
     return call
+
+
+def counting(fn):
+    """Wrap a call_model_function so that it counts its calls and the rows it saw."""
+    calls = []
+
+    def call(x_batch, call_model_args=None, expected_keys=None):
+        calls.append(len(x_batch))
+        return fn(x_batch, call_model_args, expected_keys)
+
+    return call, calls
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module: on a shared CI machine busy-waiting OpenMP threads are many
+    times slower (the CLI sets OMP_WAIT_POLICY=PASSIVE, which cannot act once torch is imported)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

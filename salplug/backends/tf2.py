@@ -44,7 +44,8 @@ except ImportError as exc:  # pragma: no cover - exercised without tensorflow in
 from ..errors import (InputError, LayerError, ModelOutputError, ParameterError, SalplugError, TargetError,
                       did_you_mean)
 from ._outputs import make_output_selector as _make_selector, select_logits
-from ..layout import canonical_to_layout, check_channels, default_layout, numpy_to_canonical
+from ..layout import (canonical_to_layout, check_channels, check_image_rank, default_layout, numpy_to_canonical,
+                      read_array)
 from ..types import GUIDED_GRADIENTS, INPUT_GRADIENTS, LAYER_GRADIENTS, SCORES, InputInfo, Targets
 from .tf_guided import GUIDED_OVERRIDES, count_guided, nested_relus
 
@@ -456,16 +457,9 @@ class TF2Adapter:
                                  "or numpy arrays).")
             arr, kind, device = x.numpy(), "tf", getattr(x, "device", None)
         else:
-            try:
-                arr = np.asarray(x)
-            except Exception as exc:  # noqa: BLE001
-                raise InputError(f"Cannot read the input ({type(x).__name__}) as an array: {exc}") from exc
-            kind, device = "numpy", None
-        if self.is_conv2d and arr.ndim not in (3, 4):
-            raise InputError(
-                f"The model is a 2-D convolutional network, so the input must be one image "
-                f"(H, W, C) or a batch (N, H, W, C); got shape {arr.shape}."
-            )
+            arr, kind, device = read_array(x), "numpy", None
+        if self.is_conv2d:
+            check_image_rank(arr, "(H, W, C) or a batch (N, H, W, C)")
         canonical, info = numpy_to_canonical(arr, layout or default_layout(arr.ndim, False),
                                              kind=kind, device=device)
         check_channels(canonical, self.in_channels, info, arr.shape)

@@ -26,7 +26,8 @@ except ImportError as exc:  # pragma: no cover - exercised without torch install
 
 from ..errors import InputError, LayerError, ModelOutputError, ParameterError, TargetError, did_you_mean
 from ._outputs import make_output_selector as _make_selector, select_logits
-from ..layout import canonical_to_layout, check_channels, default_layout, numpy_to_canonical
+from ..layout import (canonical_to_layout, check_channels, check_image_rank, default_layout, numpy_to_canonical,
+                      read_array)
 from ..types import GUIDED_GRADIENTS, INPUT_GRADIENTS, LAYER_GRADIENTS, SCORES, InputInfo, Targets
 
 
@@ -117,16 +118,9 @@ class TorchAdapter:
             arr = x.detach().to("cpu", torch.float32).numpy()
             kind, device, channels_first = "torch", x.device, True
         else:
-            try:
-                arr = np.asarray(x)
-            except Exception as exc:  # noqa: BLE001
-                raise InputError(f"Cannot read the input ({type(x).__name__}) as an array: {exc}") from exc
-            kind, device, channels_first = "numpy", None, False
-        if self.in_channels is not None and arr.ndim not in (3, 4):
-            raise InputError(
-                f"The model is a 2-D convolutional network, so the input must be one image "
-                f"(C, H, W) / (H, W, C) or a batch (N, C, H, W) / (N, H, W, C); got shape {arr.shape}."
-            )
+            arr, kind, device, channels_first = read_array(x), "numpy", None, False
+        if self.in_channels is not None:
+            check_image_rank(arr, "(C, H, W) / (H, W, C) or a batch (N, C, H, W) / (N, H, W, C)")
         canonical, info = numpy_to_canonical(arr, layout or default_layout(arr.ndim, channels_first),
                                              kind=kind, device=device)
         check_channels(canonical, self.in_channels, info, arr.shape)

@@ -7,7 +7,8 @@ import pytest
 from scipy import ndimage
 
 import salplug
-from conftest import linear_call_model_function, make_cnn, quadratic_call_model_function, torch_call_model_function
+from conftest import (counting, linear_call_model_function, make_cnn, quadratic_call_model_function,
+                      torch_call_model_function)
 from salplug.builtin_methods.blur_ig import blur_sigmas, gaussian_blur
 from salplug.errors import InputError, ParameterError
 
@@ -15,17 +16,6 @@ from salplug.errors import InputError, ParameterError
 def scipy_blur(image_hwc: np.ndarray, sigma: float) -> np.ndarray:
     """The reference blur: scipy over H and W only, zero padding, float64."""
     return ndimage.gaussian_filter(np.asarray(image_hwc, np.float64), (sigma, sigma, 0), mode="constant")
-
-
-def counting(fn):
-    """Wrap a call_model_function so that it counts its calls and the rows it saw."""
-    calls = []
-
-    def call(x_batch, call_model_args=None, expected_keys=None):
-        calls.append(len(x_batch))
-        return fn(x_batch, call_model_args, expected_keys)
-
-    return call, calls
 
 
 # -- the blur ------------------------------------------------------------------------------

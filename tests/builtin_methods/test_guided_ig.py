@@ -8,19 +8,9 @@ import numpy as np
 import pytest
 
 import salplug
-from conftest import linear_call_model_function, make_cnn, quadratic_call_model_function, torch_call_model_function
+from conftest import (counting, linear_call_model_function, make_cnn, quadratic_call_model_function,
+                      torch_call_model_function)
 from salplug.errors import ParameterError
-
-
-def counting(fn):
-    """Wrap a call_model_function so that it counts its calls and the rows it saw."""
-    calls = []
-
-    def call(x_batch, call_model_args=None, expected_keys=None):
-        calls.append(len(x_batch))
-        return fn(x_batch, call_model_args, expected_keys)
-
-    return call, calls
 
 
 def reference_guided_ig(x, baseline, grad_fn, steps, fraction, max_dist):

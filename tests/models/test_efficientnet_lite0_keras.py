@@ -38,16 +38,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PHOTOS = (("chelsea", 285), ("coffee", 967))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """One torch thread: on a shared CI machine busy-waiting OpenMP threads are many times slower
-    (the CLI sets OMP_WAIT_POLICY=PASSIVE, which cannot act once torch is imported in-process)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
