@@ -8,7 +8,7 @@ import textwrap
 import pytest
 
 import salplug
-from salplug.errors import DuplicateComponentError, PluginError, PluginLoadWarning, UnknownComponentError
+from salplug.errors import PluginError, PluginLoadWarning, UnknownComponentError
 
 
 def make_distribution(tmp_path, monkeypatch, dist: str, version: str, module: str, source: str,

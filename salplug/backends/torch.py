@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -24,7 +24,7 @@ except ImportError as exc:  # pragma: no cover - exercised without torch install
         'The torch backend needs PyTorch. Install it with: pip install "salplug[torch]"'
     ) from exc
 
-from ..errors import InputError, LayerError, ModelOutputError, ParameterError, TargetError, did_you_mean
+from ..errors import LayerError, ModelOutputError, ParameterError, TargetError, did_you_mean
 from ._outputs import make_output_selector as _make_selector, select_logits
 from ..layout import (canonical_to_layout, check_channels, check_image_rank, default_layout, numpy_to_canonical,
                       read_array)

@@ -19,7 +19,6 @@ regions (measured: within 1e-6 of the range).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
