@@ -14,6 +14,10 @@ guided gradient; the copy and its session are cached per session. The copy is a 
 the variables taken the first time guided gradients are asked for. A finalized graph cannot
 take new ops, so its gradients are built in such a copy too (without the override).
 
+:meth:`TF1Adapter.run_fetches` evaluates upstream's raw quantities (y as the graph gives it,
+d sum(y) / d x, a layer and d sum(y) / d layer) in one ``session.run`` through the same op
+cache and copies: the drop-in ``salplug.tf1`` package runs on it.
+
 Arrays are NHWC as ``x`` takes them, which is canonical: nothing is transposed.
 """
 
@@ -42,7 +46,11 @@ from ..types import GUIDED_GRADIENTS, INPUT_GRADIENTS, LAYER_GRADIENTS, SCORES, 
 from .tf1_model import TF1Model
 from .tf_guided import GUIDED_OVERRIDES, count_guided
 
-__all__ = ["TF1Adapter", "TF1Model"]
+__all__ = ["FETCHES", "TF1Adapter", "TF1Model"]
+
+#: What :meth:`TF1Adapter.run_fetches` evaluates: y's values, d sum(y) / d x, the layer's values
+#: and d sum(y) / d layer.
+FETCHES = ("y", "input_gradients", "layer", "layer_gradients")
 
 v1 = tf.compat.v1
 
@@ -76,6 +84,21 @@ def _as_tensor(graph: Any, value: Any, what: str) -> Any:
     return value
 
 
+def _resolve_feeds(graph: Any, feed_dict: Mapping[Any, Any]) -> dict[Any, Any]:
+    """``feed_dict`` with tensor and op names replaced by the tensors of ``graph`` they name."""
+    out = {}
+    for key, value in feed_dict.items():
+        if isinstance(key, str):
+            try:
+                key = _as_tensor(graph, key, "a feed_dict key")
+            except KeyError:
+                raise ParameterError(f"feed_dict key {key!r} is not a tensor of the model's graph.") from None
+        elif isinstance(key, tf.Tensor) and getattr(key, "graph", None) is not graph:
+            raise ParameterError(f"feed_dict key {key.name!r} is a tensor of another graph than the model's.")
+        out[key] = value
+    return out
+
+
 def _tensor_names(graph: Any, rank: int | None = None) -> list[str]:
     names = []
     for op in graph.get_operations():
@@ -90,23 +113,28 @@ class _View:
 
     def __init__(self, graph: Any, session: Any, copy: bool, guided: bool = False) -> None:
         self.graph, self.session, self.copy, self.guided = graph, session, copy, guided
+        self.relus = count_guided(graph) if guided else 0
 
     def tensor(self, t: Any) -> Any:
         return t if not self.copy else self.graph.get_tensor_by_name(t.name)
 
     def feed(self, feed_dict: Mapping[Any, Any]) -> dict[Any, Any]:
-        """The user's feed_dict for this graph (a new dict; keys missing from a copy dropped)."""
+        """The user's feed_dict for this graph, as a new dict.
+
+        On the user's own graph every key is kept as it is (session.run reads it); in a copy,
+        keys are matched by tensor or op name and keys the copy lacks are dropped.
+        """
+        if not self.copy:
+            return dict(feed_dict)
         out = {}
         for key, value in feed_dict.items():
             name = key if isinstance(key, str) else getattr(key, "name", None)
-            if not self.copy and not isinstance(key, str):
-                out[key] = value
+            if not isinstance(name, str):
                 continue
             try:
                 out[self.graph.get_tensor_by_name(name if ":" in name else f"{name}:0")] = value
-            except (KeyError, ValueError, TypeError):
-                if not self.copy:
-                    raise ParameterError(f"feed_dict key {key!r} is not a tensor of the model's graph.") from None
+            except (KeyError, ValueError):
+                pass
         return out
 
     def ops(self, key: tuple, build: Callable[[], list[Any]]) -> list[Any]:
@@ -137,6 +165,7 @@ def _frozen_copy(graph: Any, session: Any, outputs: list[str], guided: bool) -> 
         with scope:
             tf.import_graph_def(frozen, name="")
     config = getattr(session, "_config", None)
+    config = config if isinstance(config, v1.ConfigProto) else None  # e.g. a mock wrapping a session
     return _View(copy, v1.Session(graph=copy, config=config), copy=True, guided=guided)
 
 
@@ -148,6 +177,10 @@ class TF1Adapter:
     model : a :class:`salplug.TF1Model`, or a ``tf.compat.v1.Session`` with ``x`` and ``y``.
     x, y, conv_layer, feed_dict : override the bundle's fields (tensors or tensor names).
     num_classes : number of classes of logits ``y``, when its static shape does not say.
+    upstream : accept ``y`` of any shape, as upstream ``saliency.tf1`` does (a scalar for a batch
+        of one): for :meth:`run_fetches`, the drop-in package's path. The explaining primitives
+        still need (N,) or (N, classes) and say so when called. The feed_dict is then passed to
+        session.run as it is, not checked against the graph.
     """
 
     name = "tf1"
@@ -155,7 +188,8 @@ class TF1Adapter:
     default_batch_size = 16
 
     def __init__(self, model: Any, *, x: Any = None, y: Any = None, conv_layer: Any = None,
-                 feed_dict: Mapping[Any, Any] | None = None, num_classes: int | None = None) -> None:
+                 feed_dict: Mapping[Any, Any] | None = None, num_classes: int | None = None,
+                 upstream: bool = False) -> None:
         if isinstance(model, TF1Model):
             graph, session = model.graph, model.session
             x = model.x if x is None else x
@@ -172,7 +206,8 @@ class TF1Adapter:
         if graph is None or session is None or x is None or y is None:
             raise ParameterError("The tf1 backend needs a graph, a session, an input tensor x and an "
                                  "output tensor y.")
-        if getattr(session, "graph", graph) is not graph:
+        own = getattr(session, "graph", None)
+        if isinstance(own, tf.Graph) and own is not graph:
             raise ParameterError("The session does not run the given graph (session.graph is another graph).")
         if feed_dict is not None and not isinstance(feed_dict, Mapping):
             raise ParameterError(f"feed_dict must be a mapping, got {type(feed_dict).__name__}.")
@@ -183,18 +218,20 @@ class TF1Adapter:
         except KeyError as exc:
             raise ParameterError(f"The graph has no tensor {exc.args[0]!r}.") from None
         self.conv_layer = conv_layer
-        self.feed_dict: Mapping[Any, Any] = feed_dict if feed_dict is not None else {}
+        feed_dict = feed_dict if feed_dict is not None else {}
+        self.feed_dict: Mapping[Any, Any] = feed_dict if upstream else _resolve_feeds(graph, feed_dict)
         self.dtype = self.x.dtype.as_numpy_dtype if self.x.dtype.is_floating else np.float32
 
         shape = self.y.shape
+        self._y_error = None
         if shape.rank is None:
-            raise ParameterError(f"y ({self.y.name}) has an unknown rank; reshape it to (N,) for one "
-                                 f"scalar per example or (N, classes) for logits.")
-        if shape.rank == 0 or shape.rank > 2:
-            raise ParameterError(
-                f"y ({self.y.name}) has shape {shape}; the tf1 backend explains one scalar per example "
-                f"(N,) or logits (N, classes). Reduce or reshape it in the graph."
-            )
+            self._y_error = (f"y ({self.y.name}) has an unknown rank; reshape it to (N,) for one "
+                             f"scalar per example or (N, classes) for logits.")
+        elif shape.rank == 0 or shape.rank > 2:
+            self._y_error = (f"y ({self.y.name}) has shape {shape}; the tf1 backend explains one scalar per "
+                             f"example (N,) or logits (N, classes). Reduce or reshape it in the graph.")
+        if self._y_error and not upstream:
+            raise ParameterError(self._y_error)
         self.logits = shape.rank == 2 and shape[1] != 1
         self.supports_targets = self.logits
         self._num_classes = num_classes if num_classes is not None else (
@@ -259,6 +296,8 @@ class TF1Adapter:
 
     def _score(self, view: _View) -> tuple[Any, Any]:
         """(score tensor, target placeholder or None) of ``view``."""
+        if self._y_error:
+            raise ParameterError(self._y_error)
         y = view.tensor(self.y)
         if not self.logits:
             (s,) = view.ops(("score", y.name), lambda: [tf.reshape(y, [-1])])
@@ -334,11 +373,15 @@ class TF1Adapter:
 
     def guided_input_gradients(self, x: np.ndarray, targets: Targets) -> np.ndarray:
         self._check_targets(targets)
-        view = self._view(guided=True)
-        if count_guided(view.graph) == 0:
-            warnings.warn(f"Guided backprop found no Relu/Relu6 op in the graph of y ({self.y.name}): the "
-                          f"result equals the plain input gradient.", RuntimeWarning, stacklevel=2)
+        view = self._guided_view()
         return self._input_gradients(view, x, targets)
+
+    def _guided_view(self) -> _View:
+        view = self._view(guided=True)
+        if view.relus == 0:
+            warnings.warn(f"Guided backprop found no Relu/Relu6 op in the graph of y ({self.y.name}): the "
+                          f"result equals the plain input gradient.", RuntimeWarning, stacklevel=3)
+        return view
 
     # -- layers ----------------------------------------------------------------------------
     def _layer(self, layer: Any) -> Any:
@@ -370,3 +413,46 @@ class TF1Adapter:
         g = self._gradient(view, s, conv, f"layer {tensor.name}")
         values, grads = self._run(view, [conv, g], feed)
         return values, grads
+
+    # -- upstream quantities (salplug.tf1) ---------------------------------------------------------
+    def run_fetches(self, x: Any, wants: Any, feed_dict: Mapping[Any, Any] | None = None, *,
+                    layer: Any = None, guided: bool = False) -> list[Any]:
+        """Evaluate ``wants`` (names from :data:`FETCHES`) for the batch ``x`` in one session.run.
+
+        "y" is y's value as the graph gives it (any shape: upstream's scalar for a batch of one
+        too), "input_gradients" d sum(y) / d x, "layer" the values of ``layer`` (default: the
+        conv_layer) and "layer_gradients" d sum(y) / d layer. ``feed_dict`` adds feeds for this
+        call and is never modified; on the user's graph its keys reach session.run unchanged.
+        ``guided``: through the guided copy. Values come back in the order of ``wants``, as
+        session.run returns them. Gradient ops are built once per graph (or copy).
+        """
+        wants = list(wants)
+        unknown = [w for w in wants if w not in FETCHES]
+        if unknown:
+            raise ParameterError(f"run_fetches cannot evaluate {unknown[0]!r}; it evaluates {', '.join(FETCHES)}.")
+        if feed_dict is not None and not isinstance(feed_dict, Mapping):
+            raise ParameterError(f"feed_dict must be a mapping, got {type(feed_dict).__name__}.")
+        layer_tensor = self._layer(layer) if {"layer", "layer_gradients"} & set(wants) else None
+        view = self._guided_view() if guided else self._view()
+        y = view.tensor(self.y)
+        conv = None
+        if layer_tensor is not None:
+            try:
+                conv = view.tensor(layer_tensor)
+            except KeyError:
+                raise LayerError(f"Layer {layer_tensor.name} is not on the path from x to y "
+                                 f"({self.y.name}); give a layer y depends on.") from None
+        fetches = []
+        for want in wants:
+            if want == "y":
+                fetches.append(y)
+            elif want == "input_gradients":
+                fetches.append(self._gradient(view, y, view.tensor(self.x), f"x ({self.x.name})"))
+            elif want == "layer":
+                fetches.append(conv)
+            else:
+                fetches.append(self._gradient(view, y, conv, f"layer {layer_tensor.name}"))
+        feed = view.feed(self.feed_dict)
+        feed.update(view.feed(feed_dict or {}))
+        feed[view.tensor(self.x)] = np.asarray(x, dtype=self.x.dtype.as_numpy_dtype)
+        return list(view.session.run(fetches, feed_dict=feed))

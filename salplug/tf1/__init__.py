@@ -1,9 +1,11 @@
 """Drop-in replacement for the upstream ``saliency.tf1`` package (TensorFlow 1 graphs).
 
-Change ``import saliency.tf1 as saliency`` to ``import salplug.tf1 as saliency``. The methods
-wrap :mod:`salplug.core` around a call_model_function over the graph; ``GuidedBackprop`` runs on
-salplug's ``tf1`` backend (an in-memory guided copy of the graph, no checkpoint files).
-TensorFlow is imported when a method first needs it. See docs/migration.md.
+Change ``import saliency.tf1 as saliency`` to ``import salplug.tf1 as saliency``. Each method
+runs its :mod:`salplug.core` counterpart (``core_instance``) on a call_model_function that maps
+upstream's keys onto salplug's ``tf1`` backend (``TF1Adapter.run_fetches``): the backend builds
+the gradient ops once per graph, runs one ``session.run`` per call, and works on a finalized
+graph through an in-memory copy. ``GuidedBackprop`` uses the backend's guided copy (no
+checkpoint files). TensorFlow is imported when a method is first built. See docs/migration.md.
 """
 
 from .base import *  # noqa: F401,F403

@@ -1,8 +1,9 @@
 """``saliency.tf1.base``: the TF1 base classes.
 
-``TF1CoreSaliency`` wraps a :mod:`salplug.core` method (``core_instance``) around a
-call_model_function over the graph (``call_model_function``); ``TF1Saliency`` is the base of
-methods that need the graph itself (``GuidedBackprop``, on salplug's ``tf1`` backend).
+``TF1CoreSaliency`` runs a :mod:`salplug.core` method (``core_instance``) on
+``call_model_function``, made by :func:`salplug.tf1.utils.create_tf1_call_model_function` over
+salplug's ``tf1`` backend (which does every TensorFlow step); ``TF1Saliency`` is the base of
+``GuidedBackprop``, which uses the backend's guided copy of the graph.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ class TF1Saliency:
 
 
 class TF1CoreSaliency(TF1Saliency):
-    """A :mod:`salplug.core` method (``core_instance``) over ``call_model_function``.
+    """A :mod:`salplug.core` method (``core_instance``) over ``call_model_function`` (the tf1 backend).
 
     ``conv_layer``: a convolutional layer's output tensor (Grad-CAM).
     """

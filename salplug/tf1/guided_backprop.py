@@ -2,13 +2,13 @@
 
 The backend imports an in-memory copy of the graph, variables frozen to constants, with the
 guided gradient for Relu and Relu6 ops: no checkpoint is written, the caller's graph is left
-as it is, and ``feed_dict=None`` works.
+as it is (no op is added to it), and ``feed_dict=None`` works.
 """
 
 from __future__ import annotations
 
-import numpy as np
-
+from ..core import gradients as core_gradients
+from . import utils
 from .base import TF1Saliency
 
 __all__ = ["GuidedBackprop"]
@@ -22,32 +22,20 @@ class GuidedBackprop(TF1Saliency):
 
     def __init__(self, graph, session, y, x, tmp_ckpt_path=None):
         super().__init__(graph, session, y, x)
-        self._scalar_y = y.shape.rank == 0
-        if self._scalar_y:  # the backend explains one value per example: give the scalar a batch axis
-            import tensorflow as tf
-
-            with graph.as_default():
-                self._y = tf.reshape(y, [-1], name="salplug_guided_backprop_y")
-        else:
-            self._y = y
-
-    def _explain(self, x_value, feed_dict, method, batch_size=1, **params):
-        from ..api import explain
-        from ..backends.tf1_model import TF1Model
-
-        model = TF1Model(graph=self.graph, session=self.session, x=self.x, y=self._y, feed_dict=feed_dict)
-        size = 1 if self._scalar_y else batch_size
-        return explain(model, np.asarray(x_value), method, backend="tf1", batch_size=size, **params).values
+        self._core = core_gradients.GradientSaliency()
+        self._call_model_function = utils._call_model_function(graph, session, y, x, guided=True)
+        self._batch_of_one = y.shape.rank == 0  # a scalar y explains one example per run
 
     def GetMask(self, x_value, feed_dict=None):
-        """Guided-backprop gradient of y for one unbatched input."""
-        return self._explain(x_value, feed_dict, "guided_backprop")
+        """Guided-backprop gradient of y for one unbatched input (one run of the guided copy)."""
+        return self._core.GetMask(x_value, self._call_model_function, call_model_args=feed_dict)
 
     def GetSmoothedMask(self, x_value, feed_dict=None, stdev_spread=.15, nsamples=25, magnitude=True,
                         batch_size=1, **kwargs):
-        """SmoothGrad of guided backprop; ``batch_size`` (a salplug addition) noisy copies per run."""
+        """SmoothGrad of guided backprop; ``batch_size`` (a salplug addition) noisy copies per run
+        (1 when ``y`` is a scalar)."""
         if "GetMask" in vars(self) or type(self).GetMask is not GuidedBackprop.GetMask or kwargs:
             return super().GetSmoothedMask(x_value, feed_dict, stdev_spread, nsamples, magnitude, **kwargs)
-        return self._explain(x_value, feed_dict, "smoothgrad", batch_size=batch_size, base="guided_backprop",
-                             nsamples=nsamples, stdev_spread=stdev_spread, mode="squared" if magnitude else "mean",
-                             seed=np.random.mtrand._rand)
+        return self._core.GetSmoothedMask(x_value, self._call_model_function, call_model_args=feed_dict,
+                                          stdev_spread=stdev_spread, nsamples=nsamples, magnitude=magnitude,
+                                          batch_size=1 if self._batch_of_one else batch_size)

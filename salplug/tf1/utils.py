@@ -1,8 +1,11 @@
-"""``saliency.tf1.utils``: a call_model_function over a TensorFlow 1 graph and session."""
+"""``saliency.tf1.utils``: a call_model_function over a TensorFlow 1 graph and session.
+
+The function is a thin key mapping over salplug's ``tf1`` backend
+(:meth:`salplug.backends.tf1.TF1Adapter.run_fetches`): the backend builds the gradient ops
+(once per graph), feeds the session and, for a finalized graph, runs an in-memory copy.
+"""
 
 from __future__ import annotations
-
-import weakref
 
 import numpy as np
 
@@ -21,23 +24,17 @@ __all__ = [
 MISSING_Y_ERROR_MESSAGE = "Cannot return key {} because no y was specified"
 MISSING_CONV_LAYER_ERROR_MESSAGE = "Cannot return key {} because no conv_layer was specified"
 
-# graph -> {(y name, tensor name): gradient tensor}: built once per graph, not once per wrapper.
-_GRADIENTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _gradient(graph, y, wrt):
-    table = _GRADIENTS.setdefault(graph, {})
-    key = (y.name, wrt.name)
-    if key not in table:
-        import tensorflow as tf
-
-        with graph.as_default():
-            table[key] = tf.compat.v1.gradients(y, wrt)[0]
-    return table[key]
+# upstream key -> what the backend's run_fetches evaluates for it
+_FETCH_OF_KEY = {
+    OUTPUT_LAYER_VALUES: "y",
+    INPUT_OUTPUT_GRADIENTS: "input_gradients",
+    CONVOLUTION_LAYER_VALUES: "layer",
+    CONVOLUTION_OUTPUT_GRADIENTS: "layer_gradients",
+}
 
 
 def create_tf1_call_model_function(graph, session, y, x, conv_layer=None):
-    """A call_model_function running ``session`` on ``graph``.
+    """A call_model_function running ``session`` on ``graph`` (through salplug's tf1 backend).
 
     Parameters
     ----------
@@ -47,37 +44,39 @@ def create_tf1_call_model_function(graph, session, y, x, conv_layer=None):
     conv_layer : a convolutional layer's output tensor, batch first, for Grad-CAM's keys.
 
     The returned function takes ``call_model_args`` as the session's feed_dict (never modified;
-    None means no other feeds) and answers one ``session.run`` per call. Gradient ops are added
-    to the graph once per (y, tensor), however many functions are created.
+    None means no other feeds; its keys reach session.run unchanged) and answers one
+    ``session.run`` per call. Gradient ops are added to the graph once per (y, tensor), however
+    many functions are created; a finalized graph is run through an in-memory copy.
     """
-    def fetch(key):
-        if key == INPUT_OUTPUT_GRADIENTS:
-            grad = _gradient(graph, y, x)
-            if grad is None:
-                raise ValueError(f"y ({y.name}) does not depend on x ({x.name}): its gradient is None.")
-            return grad
-        if key == OUTPUT_LAYER_VALUES:
-            if y is None:
-                raise RuntimeError(MISSING_Y_ERROR_MESSAGE.format(key))
-            return y
-        if key in (CONVOLUTION_LAYER_VALUES, CONVOLUTION_OUTPUT_GRADIENTS):
-            if conv_layer is None:
-                raise RuntimeError(MISSING_CONV_LAYER_ERROR_MESSAGE.format(key))
-            return conv_layer if key == CONVOLUTION_LAYER_VALUES else _gradient(graph, y, conv_layer)
-        raise ValueError(f"Invalid expected key {key}")
+    return _call_model_function(graph, session, y, x, conv_layer)
+
+
+def _call_model_function(graph, session, y, x, conv_layer=None, guided=False):
+    """``create_tf1_call_model_function``; ``guided``: gradients through the guided copy."""
+    adapter = None
+    if y is not None:
+        from ..backends.tf1 import TF1Adapter, TF1Model
+
+        adapter = TF1Adapter(TF1Model(graph, session, x, y, conv_layer=conv_layer), upstream=True)
 
     def call_model_function(x_value_batch, call_model_args=None, expected_keys=None):
         """Run the model on ``x_value_batch``; ``call_model_args`` is the feed_dict."""
         keys = list(expected_keys or ())
-        if INPUT_OUTPUT_GRADIENTS in keys and y is None:
-            raise RuntimeError(MISSING_Y_ERROR_MESSAGE.format(INPUT_OUTPUT_GRADIENTS))
-        fetches = [fetch(key) for key in keys]
-        feed = dict(call_model_args or {})
-        feed[x] = x_value_batch
-        with graph.as_default():
-            data = session.run(fetches, feed_dict=feed)
+        wants = []
+        for key in keys:
+            want = _FETCH_OF_KEY.get(key)
+            if want is None:
+                raise ValueError(f"Invalid expected key {key}")
+            if want.startswith("layer") and conv_layer is None:
+                raise RuntimeError(MISSING_CONV_LAYER_ERROR_MESSAGE.format(key))
+            wants.append(want)
+        if adapter is None:
+            if keys:
+                raise RuntimeError(MISSING_Y_ERROR_MESSAGE.format(keys[0]))
+            return {}
+        values = adapter.run_fetches(x_value_batch, wants, call_model_args, guided=guided)
         out = {}
-        for key, value in zip(keys, data):
+        for key, value in zip(keys, values):
             if key == OUTPUT_LAYER_VALUES and np.ndim(value) == 0:
                 value = np.reshape(value, (1,))  # a scalar y explains a batch of one
             out[key] = value

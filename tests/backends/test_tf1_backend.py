@@ -260,3 +260,102 @@ def test_tf_tensor_inputs_come_back_as_tf_tensors():
     model = bundle()
     out = salplug.explain(model, tf.constant(images(1)[0]), "gradients", target=1)
     assert tf.is_tensor(out.values) and tuple(out.values.shape) == (SIZE, SIZE, 3)
+
+
+# -- run_fetches: upstream's raw quantities (the salplug.tf1 package's path) -------------------------
+def raw_adapter(model: TF1Model, y=None, **kwargs):
+    from salplug.backends.tf1 import TF1Adapter
+
+    return TF1Adapter(model, y=y, upstream=True, **kwargs)
+
+
+def test_run_fetches_takes_upstream_y_shapes_in_one_session_run():
+    model = bundle(counting=True)
+    graph, x = model.graph, images(2)
+    with graph.as_default():
+        y_batch = tf.identity(model.y[:, 1], name="y_batch")  # (N,)
+        y_scalar = tf.identity(model.y[0, 2], name="y_scalar")  # (): a batch of one
+        y_grid = tf.identity(model.y[:, :2] * 2.0, name="y_grid")  # (N, 2): d sum(y) / dx
+    for y, rows, shape in ((y_batch, 2, (2,)), (y_scalar, 1, ()), (y_grid, 2, (2, 2))):
+        with graph.as_default():
+            grads = v1.gradients(y, [model.x, model.conv_layer])
+        expected = model.session.session.run([y, model.conv_layer, *grads], {model.x: x[:rows]})
+        runs = model.session.runs
+        adapter = raw_adapter(model, y=y)
+        got = adapter.run_fetches(x[:rows], ["y", "layer", "input_gradients", "layer_gradients"])
+        assert model.session.runs == runs + 1
+        for value, want in zip(got, expected):
+            np.testing.assert_allclose(value, want, rtol=1e-5, atol=1e-7)
+        assert np.shape(got[0]) == shape  # y as the graph gives it
+    nodes = len(graph.get_operations())
+    for _ in range(5):
+        raw_adapter(model, y=y_scalar).run_fetches(x[:1], ["input_gradients", "layer_gradients"])
+    assert len(graph.get_operations()) == nodes
+
+
+def test_run_fetches_explaining_a_scalar_y_still_needs_a_batch_axis():
+    model = bundle()
+    with model.graph.as_default():
+        y_scalar = tf.identity(model.y[0, 2])
+    with pytest.raises(ParameterError, match=r"\(N,\) or logits"):
+        salplug.explain(TF1Model(model.graph, model.session, model.x, y_scalar), images(1), "gradients")
+    adapter = raw_adapter(model, y=y_scalar)
+    with pytest.raises(ParameterError, match=r"\(N,\) or logits"):
+        adapter.input_gradients(images(1), salplug.types.Targets.none())
+    with pytest.raises(ParameterError, match="cannot evaluate 'logits'"):
+        adapter.run_fetches(images(1), ["y", "logits"])
+    with pytest.raises(LayerError, match="conv_layer"):
+        raw_adapter(TF1Model(model.graph, model.session, model.x, model.y), y=y_scalar).run_fetches(
+            images(1), ["layer"])
+
+
+def test_run_fetches_feeds_pass_through_on_the_graph_and_are_renamed_in_copies():
+    graph, session, x_t, y_t = make_graph(scale=True)
+    scale = graph.get_tensor_by_name("scale:0")
+    with graph.as_default():
+        y = tf.identity(y_t[:, 1], name="y1")
+    seen = []
+
+    class Recording:
+        graph = "not a tf.Graph: a wrapper"  # accepted; only a real other graph is refused
+
+        def run(self, fetches, feed_dict=None):
+            seen.append(dict(feed_dict))
+            kept = {k: v for k, v in feed_dict.items() if not isinstance(k, str) or k != "extra"}
+            return session.run(fetches, feed_dict=kept)
+
+    adapter = raw_adapter(TF1Model(graph, Recording(), x_t, y), y=y)
+    x = images(2)
+    feed = {scale: 2.0, "extra": object()}
+    (double,) = adapter.run_fetches(x, ["input_gradients"], feed)
+    assert seen[-1]["extra"] is feed["extra"] and seen[-1][scale] == 2.0 and len(feed) == 2  # unchanged
+    (once,) = adapter.run_fetches(x, ["input_gradients"], {"scale:0": 1.0})
+    assert "scale:0" in seen[-1]  # a name reaches session.run as it was given
+    np.testing.assert_allclose(double, 2 * once, rtol=1e-5)
+    guided = raw_adapter(TF1Model(graph, session, x_t, y), y=y)
+    runs = len(seen)
+    (g2,) = guided.run_fetches(x, ["input_gradients"], {"scale": 2.0, "extra": 1}, guided=True)  # op name, copy
+    (g1,) = guided.run_fetches(x, ["input_gradients"], {scale: 1.0}, guided=True)
+    np.testing.assert_allclose(g2, 2 * g1, rtol=1e-5)
+    expected = salplug.explain(TF1Model(graph, session, x_t, y, feed_dict={scale: 1.0}), x, "guided_backprop")
+    np.testing.assert_allclose(g1, expected.canonical, rtol=1e-5, atol=1e-7)
+    assert len(seen) == runs
+    other = v1.Session(graph=tf.Graph())
+    with pytest.raises(ParameterError, match="another graph"):
+        raw_adapter(TF1Model(graph, other, x_t, y), y=y)
+
+
+def test_run_fetches_on_a_finalized_graph_uses_the_in_memory_copy():
+    model = bundle(counting=True)
+    with model.graph.as_default():
+        y = tf.identity(model.y[:, 0])
+    x = images(2)
+    expected = raw_adapter(model, y=y).run_fetches(x, ["y", "input_gradients", "layer_gradients"])
+    model.graph.finalize()
+    got = raw_adapter(model, y=y).run_fetches(x, ["y", "input_gradients", "layer_gradients"])
+    for value, want in zip(got, expected):
+        np.testing.assert_allclose(value, want, rtol=1e-5, atol=1e-7)
+    runs = model.session.runs  # the user's session read the variables once, for the copy
+    for _ in range(3):
+        raw_adapter(model, y=y).run_fetches(x, ["input_gradients"])
+    assert model.session.runs == runs  # the copy's own session runs it
