@@ -41,7 +41,7 @@ except ImportError as exc:  # pragma: no cover - exercised without tensorflow in
     ) from exc
 
 from ..errors import InputError, LayerError, ModelOutputError, ParameterError, TargetError, did_you_mean
-from ..layout import canonical_to_layout, check_channels, default_layout, numpy_to_canonical
+from ..layout import canonical_to_layout, check_channels, default_layout, numpy_to_canonical, read_array
 from ..types import GUIDED_GRADIENTS, INPUT_GRADIENTS, LAYER_GRADIENTS, SCORES, InputInfo, Targets
 from .tf1_model import TF1Model
 from .tf_guided import GUIDED_OVERRIDES, count_guided
@@ -245,11 +245,7 @@ class TF1Adapter:
         if tf.is_tensor(x) and hasattr(x, "numpy"):
             arr, kind, device = x.numpy(), "tf", getattr(x, "device", None)
         else:
-            try:
-                arr = np.asarray(x)
-            except Exception as exc:  # noqa: BLE001
-                raise InputError(f"Cannot read the input ({type(x).__name__}) as an array: {exc}") from exc
-            kind, device = "numpy", None
+            arr, kind, device = read_array(x), "numpy", None
         rank = len(self.x_shape) if self.x_shape is not None else None
         if rank is not None and arr.ndim not in (rank, rank - 1):
             raise InputError(f"x ({self.x.name}) takes batches of shape {self._shape_text()}; got an "
