@@ -147,3 +147,16 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def quantile_shim(monkeypatch):
+    """Let upstream's Guided IG run on NumPy 2: map the removed ``interpolation=`` to ``method=``."""
+    original = np.quantile
+
+    def quantile(a, q, *args, interpolation=None, **kwargs):
+        if interpolation is not None:
+            kwargs["method"] = interpolation
+        return original(a, q, *args, **kwargs)
+
+    monkeypatch.setattr(np, "quantile", quantile)

@@ -41,9 +41,10 @@ except ImportError as exc:  # pragma: no cover - exercised without tensorflow in
     ) from exc
 
 from ..errors import InputError, LayerError, ModelOutputError, ParameterError, TargetError, did_you_mean
-from ..layout import canonical_to_layout, check_channels, default_layout, numpy_to_canonical, read_array
+from ..layout import check_channels, default_layout, numpy_to_canonical, read_array
 from ..types import GUIDED_GRADIENTS, INPUT_GRADIENTS, LAYER_GRADIENTS, SCORES, InputInfo, Targets
 from .tf1_model import TF1Model
+from ._tf_arrays import tf_from_canonical
 from .tf_guided import GUIDED_OVERRIDES, count_guided
 
 __all__ = ["FETCHES", "TF1Adapter", "TF1Model"]
@@ -267,11 +268,7 @@ class TF1Adapter:
                                for i, d in enumerate(self.x_shape or ())) + ")"
 
     def from_canonical(self, values: np.ndarray, info: InputInfo) -> Any:
-        out = canonical_to_layout(values, info)
-        if info.kind == "tf":
-            with tf.device(info.device) if info.device else contextlib.nullcontext():
-                return tf.identity(tf.convert_to_tensor(out))
-        return out
+        return tf_from_canonical(values, info)
 
     # -- graphs ----------------------------------------------------------------------------
     def _copy(self, guided: bool) -> _View:

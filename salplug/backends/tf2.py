@@ -44,9 +44,10 @@ except ImportError as exc:  # pragma: no cover - exercised without tensorflow in
 from ..errors import (InputError, LayerError, ModelOutputError, ParameterError, SalplugError, TargetError,
                       did_you_mean)
 from ._outputs import make_output_selector as _make_selector, select_logits
-from ..layout import (canonical_to_layout, check_channels, check_image_rank, default_layout, numpy_to_canonical,
+from ..layout import (check_channels, check_image_rank, default_layout, numpy_to_canonical,
                       read_array)
 from ..types import GUIDED_GRADIENTS, INPUT_GRADIENTS, LAYER_GRADIENTS, SCORES, InputInfo, Targets
+from ._tf_arrays import tf_from_canonical
 from .tf_guided import GUIDED_OVERRIDES, count_guided, nested_relus
 
 __all__ = ["TF2Adapter", "is_keras_layer", "keras_layers"]
@@ -466,11 +467,7 @@ class TF2Adapter:
         return canonical, info
 
     def from_canonical(self, values: np.ndarray, info: InputInfo) -> Any:
-        out = canonical_to_layout(values, info)
-        if info.kind == "tf":
-            with tf.device(info.device) if info.device else contextlib.nullcontext():
-                return tf.identity(tf.convert_to_tensor(out))
-        return out
+        return tf_from_canonical(values, info)
 
     # -- steps -----------------------------------------------------------------------------
     def _step(self, kind: str, x: np.ndarray, targets: Targets, layer: Any = None,

@@ -116,19 +116,6 @@ def test_blur_ig_sqrt_with_batches_is_fixed(torch_model):
     assert not np.allclose(theirs, single, rtol=1e-2)
 
 
-@pytest.fixture
-def quantile_shim(monkeypatch):
-    """Let upstream's Guided IG run on NumPy 2: map the removed ``interpolation=`` to ``method=``."""
-    original = np.quantile
-
-    def quantile(a, q, *args, interpolation=None, **kwargs):
-        if interpolation is not None:
-            kwargs["method"] = interpolation
-        return original(a, q, *args, **kwargs)
-
-    monkeypatch.setattr(np, "quantile", quantile)
-
-
 def test_guided_ig_equals_upstream_with_numpy2_shim(torch_model, quantile_shim):
     _, fn = torch_model
     x, base = image(6, 6), image(6, 6, seed=2) * 0.2

@@ -58,19 +58,6 @@ def masks(module, g: dict, x: np.ndarray, ckpt: str | None = None) -> dict:
     }
 
 
-@pytest.fixture
-def quantile_shim(monkeypatch):
-    """Let upstream's Guided IG run on NumPy 2: its removed ``interpolation=`` becomes ``method=``."""
-    original = np.quantile
-
-    def quantile(a, q, *args, interpolation=None, **kwargs):
-        if interpolation is not None:
-            kwargs["method"] = interpolation
-        return original(a, q, *args, **kwargs)
-
-    monkeypatch.setattr(np, "quantile", quantile)
-
-
 # -- equal to upstream -----------------------------------------------------------------------------
 def test_every_wrapper_equals_upstream_saliency_tf1(tmp_path, quantile_shim):
     up = pytest.importorskip("saliency.tf1", reason="the upstream `saliency` package is the oracle here")
