@@ -43,6 +43,7 @@ except ImportError as exc:  # pragma: no cover - exercised without tensorflow in
 from ..errors import InputError, LayerError, ModelOutputError, ParameterError, TargetError, did_you_mean
 from ..layout import check_channels, default_layout, numpy_to_canonical, read_array
 from ..types import GUIDED_GRADIENTS, INPUT_GRADIENTS, LAYER_GRADIENTS, SCORES, InputInfo, Targets
+from ._batching import TF_CPU_ROWS, tf_rows
 from .tf1_model import TF1Model
 from ._tf_arrays import tf_from_canonical
 from .tf_guided import GUIDED_OVERRIDES, count_guided
@@ -186,7 +187,7 @@ class TF1Adapter:
 
     name = "tf1"
     provides = frozenset({SCORES, INPUT_GRADIENTS, LAYER_GRADIENTS, GUIDED_GRADIENTS})
-    default_batch_size = 16
+    default_batch_size = TF_CPU_ROWS
 
     def __init__(self, model: Any, *, x: Any = None, y: Any = None, conv_layer: Any = None,
                  feed_dict: Mapping[Any, Any] | None = None, num_classes: int | None = None,
@@ -340,6 +341,12 @@ class TF1Adapter:
     # -- primitives ------------------------------------------------------------------------
     def num_outputs(self) -> int | None:
         return self._num_classes
+
+    def batch_size_for(self, x: np.ndarray) -> int:
+        """Rows per session.run for inputs like ``x`` when the caller gives none; ``x``'s static
+        batch size, when the graph fixes one, wins."""
+        fixed = self.x_shape[0] if self.x_shape else None
+        return int(fixed) if fixed is not None else tf_rows(x, bool(tf.config.list_logical_devices("GPU")))
 
     def outputs(self, x: np.ndarray) -> np.ndarray:
         view = self._view()

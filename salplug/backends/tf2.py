@@ -43,6 +43,7 @@ except ImportError as exc:  # pragma: no cover - exercised without tensorflow in
 
 from ..errors import (InputError, LayerError, ModelOutputError, ParameterError, SalplugError, TargetError,
                       did_you_mean)
+from ._batching import TF_CPU_ROWS, tf_rows
 from ._outputs import make_output_selector as _make_selector, select_logits
 from ..layout import (check_channels, check_image_rank, default_layout, numpy_to_canonical,
                       read_array)
@@ -411,7 +412,7 @@ class TF2Adapter:
 
     name = "tf2"
     provides = frozenset({SCORES, INPUT_GRADIENTS, LAYER_GRADIENTS, GUIDED_GRADIENTS})
-    default_batch_size = 16
+    default_batch_size = TF_CPU_ROWS
     supports_targets = True
 
     def __init__(self, model: Any, *, output: Any = None, num_classes: int | None = None,
@@ -528,6 +529,12 @@ class TF2Adapter:
 
     def num_outputs(self) -> int | None:
         return self._num_classes
+
+    def batch_size_for(self, x: np.ndarray) -> int:
+        """Rows per model call for inputs like ``x`` when the caller gives none (see
+        :func:`salplug.backends._batching.tf_rows`)."""
+        on_gpu = "GPU" in self.device.upper() if self.device else bool(tf.config.list_logical_devices("GPU"))
+        return tf_rows(x, on_gpu)
 
     def outputs(self, x: np.ndarray) -> np.ndarray:
         out, _ = self._run("outputs", x, Targets.none())

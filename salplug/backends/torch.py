@@ -25,6 +25,7 @@ except ImportError as exc:  # pragma: no cover - exercised without torch install
     ) from exc
 
 from ..errors import LayerError, ModelOutputError, ParameterError, TargetError, did_you_mean
+from ._batching import IMAGE_224, rows_for_values
 from ._outputs import make_output_selector as _make_selector, select_logits
 from ..layout import (canonical_to_layout, check_channels, check_image_rank, default_layout, numpy_to_canonical,
                       read_array)
@@ -48,7 +49,7 @@ CPU_BATCH_SIZE = 8
 # On an accelerator larger batches pay; an out-of-memory error halves the batch and retries.
 ACCELERATOR_BATCH_SIZE = 64
 # batch_size_for(): CPU batches of about this many input values (8 images of 224 x 224 x 3) ...
-CPU_BATCH_VALUES = 8 * 224 * 224 * 3
+CPU_BATCH_VALUES = 8 * IMAGE_224
 # ... and at most this many rows; on CUDA, this fraction of the free memory.
 MAX_AUTO_ROWS = 256
 CUDA_MEMORY_FRACTION = 0.5
@@ -202,14 +203,13 @@ class TorchAdapter:
         """
         key = tuple(x.shape[1:])
         if key not in self._auto_rows:
-            per_row = max(1, int(np.prod(key)))
             if self.device.type == "cuda" and len(x):
-                rows = self._cuda_rows(x)
+                rows = int(min(max(self._cuda_rows(x), 1), MAX_AUTO_ROWS))
             elif self.device.type == "cpu":
-                rows = max(1, round(CPU_BATCH_VALUES / per_row))
+                rows = rows_for_values(x, CPU_BATCH_VALUES, MAX_AUTO_ROWS)
             else:
                 rows = self.default_batch_size
-            self._auto_rows[key] = int(min(max(rows, 1), MAX_AUTO_ROWS))
+            self._auto_rows[key] = rows
         rows = self._auto_rows[key]
         return min(rows, self.max_rows) if self.max_rows else rows
 

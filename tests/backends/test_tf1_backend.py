@@ -359,3 +359,30 @@ def test_run_fetches_on_a_finalized_graph_uses_the_in_memory_copy():
     for _ in range(3):
         raw_adapter(model, y=y).run_fetches(x, ["input_gradients"])
     assert model.session.runs == runs  # the copy's own session runs it
+
+
+def _rows_per_gradient_call(explainer):
+    """Record the rows of every input_gradients call of ``explainer``'s adapter."""
+    rows, inner = [], explainer.adapter.input_gradients
+    explainer.adapter.input_gradients = lambda x, t: rows.append(len(x)) or inner(x, t)
+    return rows
+
+
+def test_default_batch_size_follows_the_input():
+    """No batch_size: 16 rows' worth of 224² values per session.run on a CPU, so all 40 rows of a
+    tiny input go in one run; a batch_size given wins; a graph with a fixed batch keeps it."""
+    model = bundle()
+    ex = salplug.Explainer(model, "tf1")
+    rows = _rows_per_gradient_call(ex)
+    ex.explain(images(2), "ig", target=[1, 2], steps=20)
+    assert rows == [40]
+    assert ex.adapter.batch_size_for(np.zeros((1, 224, 224, 3), np.float32)) == 16
+    rows.clear()
+    ex.explain(images(2), "ig", target=[1, 2], steps=20, batch_size=7)
+    assert rows == [7] * 5 + [5]
+    graph = tf.Graph()
+    with graph.as_default():
+        x = v1.placeholder(tf.float32, [3, SIZE, SIZE, 3])
+        y = tf.reduce_sum(x, axis=[1, 2, 3])
+    fixed = salplug.Explainer(TF1Model(graph, v1.Session(graph=graph), x, y), "tf1")
+    assert fixed.adapter.batch_size_for(np.zeros((1, SIZE, SIZE, 3), np.float32)) == 3

@@ -338,6 +338,23 @@ def test_a_plain_callable_and_a_tf_module():
                                rtol=1e-5, atol=1e-6)
 
 
+def test_default_batch_size_follows_the_input():
+    """No batch_size: about 16 rows of 224² per call on a CPU (TensorFlow gains from large
+    batches), so 80 rows of 8x8 go in one call; a batch_size given anywhere wins."""
+    ex = salplug.Explainer(small_cnn(seed=16), "tf2")
+    rows, inner = [], ex.adapter.input_gradients
+    ex.adapter.input_gradients = lambda x, t: rows.append(len(x)) or inner(x, t)
+    ex.explain(rand(2, 8, 8, 3), "ig", target=[1, 2], steps=40)
+    assert rows == [80]
+    if not tf.config.list_logical_devices("GPU"):
+        assert ex.adapter.batch_size_for(np.zeros((1, 224, 224, 3), np.float32)) == 16
+    assert salplug.Explainer(small_cnn(), "tf2", device="cpu").adapter.batch_size_for(
+        np.zeros((1, 224, 224, 3), np.float32)) == 16
+    rows.clear()
+    ex.explain(rand(2, 8, 8, 3), "ig", target=[1, 2], steps=40, batch_size=32)
+    assert rows == [32, 32, 16]
+
+
 def test_inner_work_is_packed_into_batches():
     model = Counting(small_cnn(seed=15))
     salplug.explain(model, rand(2, 8, 8, 3), "ig", target=[1, 2], steps=5, batch_size=4,
