@@ -226,6 +226,9 @@ def case_occlusion(args) -> None:
         None if r != r else bool(r <= 0.125))
     r = ratio_of(t, "salplug", "captum")
     add("Occlusion, same window and stride", "vs Captum", r, "≤ 1.0", None if r != r else bool(r <= 1.0))
+    r = ratio_of(t, "salplug (default batch size)", "salplug")
+    add("default batch size (occlusion, small CNN)", f"vs fixed batch {batch}", r, "≤ 1.1",
+        None if r != r else bool(r <= 1.1))
 
 
 def _best_raw(fn_for, configs, device, repeats=1):

@@ -17,7 +17,7 @@ torch = pytest.importorskip("torch")
 nn = torch.nn
 
 from salplug.backends.torch import (  # noqa: E402
-    CPU_BATCH_SIZE, MAX_AUTO_ROWS, TorchAdapter, is_out_of_memory)
+    CPU_BATCH_SIZE, CPU_MAX_ROWS, TorchAdapter, is_out_of_memory)
 
 
 class OOMAbove(nn.Module):
@@ -116,7 +116,7 @@ def test_default_batch_size_on_cpu_and_batch_size_for_inputs():
     assert adapter.default_batch_size == CPU_BATCH_SIZE == salplug.Explainer(make_cnn()).batch_size
     assert adapter.batch_size_for(np.zeros((1, 224, 224, 3), np.float32)) == 8
     assert adapter.batch_size_for(np.zeros((1, 112, 112, 3), np.float32)) == 32
-    assert adapter.batch_size_for(np.zeros((1, 32, 32, 3), np.float32)) == MAX_AUTO_ROWS
+    assert adapter.batch_size_for(np.zeros((1, 32, 32, 3), np.float32)) == CPU_MAX_ROWS == 64
     assert adapter.batch_size_for(np.zeros((1, 1024, 1024, 3), np.float32)) == 1
     adapter.max_rows = 3  # after an out-of-memory error
     assert adapter.batch_size_for(np.zeros((1, 112, 112, 3), np.float32)) == 3
