@@ -150,10 +150,20 @@ def _column_keys(words: np.ndarray) -> np.ndarray:
 
 
 def atoms_of(words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Group equal columns of ``words`` (K, P): (atom index per column, first column of each atom)."""
-    _, first, inverse = np.unique(_column_keys(words), return_index=True, return_inverse=True)
-    inverse = inverse.ravel()
-    if len(words) > 1 and not np.array_equal(words[:, first][:, inverse], words):  # a hash collision
+    """Group equal columns of ``words`` (K, P): (atom index per column, one column of each atom).
+
+    Atoms are numbered in the order of their column keys (as ``np.unique`` would number them).
+    """
+    keys = _column_keys(words)
+    order = np.argsort(keys)
+    ordered = keys[order]
+    starts = np.empty(len(keys), bool)
+    starts[:1] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=starts[1:])
+    inverse = np.empty(len(keys), np.int64)
+    inverse[order] = np.cumsum(starts) - 1
+    first = order[starts]
+    if len(words) > 1 and not np.array_equal(words[:, first[inverse]], words):  # a hash collision
         _, first, inverse = np.unique(words.T, axis=0, return_index=True, return_inverse=True)
         inverse = inverse.ravel()
     return inverse, first
@@ -243,11 +253,11 @@ def incidence_from_bits(words: np.ndarray, rows: np.ndarray, shape) -> Incidence
     mask_of[np.asarray(rows)] = np.arange(len(rows))
     masks = mask_of[positions]
     keep = masks >= 0
-    masks, columns = masks[keep], columns[keep]
-    order = np.lexsort((columns, masks))
+    entries = np.sort(masks[keep] * len(first) + columns[keep])  # by mask, then atom
     indptr = np.zeros(len(rows) + 1, np.int64)
-    np.cumsum(np.bincount(masks, minlength=len(rows)), out=indptr[1:])
-    mask_atoms = sparse.csr_matrix((np.ones(len(order)), columns[order], indptr), shape=(len(rows), len(first)))
+    np.cumsum(np.bincount(entries // len(first), minlength=len(rows)), out=indptr[1:])
+    mask_atoms = sparse.csr_matrix((np.ones(len(entries)), entries % len(first), indptr),
+                                   shape=(len(rows), len(first)))
     mask_atoms.has_sorted_indices = True
     return Incidence(atoms, mask_atoms, tuple(shape))
 
