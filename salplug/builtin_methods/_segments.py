@@ -1,4 +1,5 @@
-"""Segments and region ranking for XRAI (Kapishnikov et al. ICCV 2019), numpy/scipy only.
+"""Segments and region ranking for XRAI (Kapishnikov et al. ICCV 2019), numpy/scipy only
+(Felzenszwalb itself: ``_felzenszwalb``).
 
 Masks are stored by *atoms*: the sets of pixels that lie in exactly the same masks. Every
 pixel's masks form one bitset (a column of uint64 words). Felzenszwalb segments are dilated as
@@ -16,6 +17,8 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from . import _felzenszwalb
 
 FELZENSZWALB_SCALES = (50, 100, 150, 250, 500, 1200)
 FELZENSZWALB_SIGMA = 0.8
@@ -40,40 +43,33 @@ def normalize_for_segmentation(image: np.ndarray, size=SEGMENTATION_SIZE) -> np.
     return im
 
 
-def _segment(normalized: np.ndarray, scale, shape, sigma: float, min_size: int) -> np.ndarray:
-    """Felzenszwalb labels of a normalised image, resized back to ``shape`` (nearest)."""
-    from skimage.segmentation import felzenszwalb
+def resize_labels(seg: np.ndarray, shape) -> np.ndarray:
+    """A label image resized to ``shape`` by nearest neighbour (as upstream), or as it is."""
     from skimage.transform import resize
 
-    seg = felzenszwalb(normalized, scale=scale, sigma=sigma, min_size=min_size)
-    if seg.shape != tuple(shape):
-        seg = resize(seg, shape, order=0, preserve_range=True, mode="constant", anti_aliasing=False).astype(int)
-    return seg
+    if seg.shape == tuple(shape):
+        return seg
+    return resize(seg, shape, order=0, preserve_range=True, mode="constant", anti_aliasing=False).astype(int)
+
+
+def scale_groups(scales=FELZENSZWALB_SCALES) -> list[tuple]:
+    """The scales of one image, split into segmentation jobs: one job when the compiled passes
+    share the edge sort, else one per scale (scikit-image's function releases the GIL)."""
+    if _felzenszwalb.shares_edges():
+        return [tuple(scales)]
+    return [(s,) for s in scales]
 
 
 def felzenszwalb_labels(image: np.ndarray, scales=FELZENSZWALB_SCALES, sigma: float = FELZENSZWALB_SIGMA,
-                        min_size: int = FELZENSZWALB_MIN_SIZE, size=SEGMENTATION_SIZE,
-                        pool=None) -> list[np.ndarray]:
+                        min_size: int = FELZENSZWALB_MIN_SIZE, size=SEGMENTATION_SIZE) -> list[np.ndarray]:
     """Felzenszwalb label images (H, W) of ``image`` (H, W, C), one per scale.
 
     The segmentation runs on the image normalised by :func:`normalize_for_segmentation`;
-    labels are resized back to H x W by nearest neighbour. ``pool`` (an executor) runs the
-    scales concurrently.
+    labels are resized back to H x W by nearest neighbour.
     """
-    return felzenszwalb_label_batch(image[None], scales, sigma, min_size, size, pool)[0]
-
-
-def felzenszwalb_label_batch(images: np.ndarray, scales=FELZENSZWALB_SCALES, sigma: float = FELZENSZWALB_SIGMA,
-                             min_size: int = FELZENSZWALB_MIN_SIZE, size=SEGMENTATION_SIZE,
-                             pool=None) -> list[list[np.ndarray]]:
-    """:func:`felzenszwalb_labels` for each image of ``images`` (N, H, W, C)."""
-    shape = images.shape[1:3]
-    normalized = [normalize_for_segmentation(im, size) for im in images]
-    jobs = [(i, s) for i in range(len(images)) for s in scales]
-    run = lambda job: _segment(normalized[job[0]], job[1], shape, sigma, min_size)  # noqa: E731
-    segs = list(pool.map(run, jobs)) if pool is not None else [run(j) for j in jobs]
-    k = len(scales)
-    return [segs[i * k:(i + 1) * k] for i in range(len(images))]
+    normalized = normalize_for_segmentation(image, size)
+    segs = _felzenszwalb.felzenszwalb_scales(normalized, scales, sigma, min_size)
+    return [resize_labels(seg, image.shape[:2]) for seg in segs]
 
 
 def disk_offsets(radius: int) -> np.ndarray:
@@ -283,31 +279,32 @@ def start_felzenszwalb(images: np.ndarray, radius: int = DILATION_RADIUS, pool=N
     """Start XRAI's default segmentation of ``images`` (N, H, W, C); returns ``finish()``, which
     waits for it and returns one :class:`Incidence` per image.
 
-    Each (image, scale) -- Felzenszwalb and the dilation of its labels -- is one job of
-    ``pool``, so the work runs while the caller does something else (XRAI's IG); without a
-    pool it all runs inside ``finish()``. ``timings`` records the seconds of each stage.
+    Each (image, :func:`scale_groups` entry) -- Felzenszwalb and the dilation of its labels --
+    is one job of ``pool``, so the work runs while the caller does something else (XRAI's IG);
+    without a pool it all runs inside ``finish()``. ``timings`` records the seconds of each stage.
     """
     shape = images.shape[1:3]
     normalized = [normalize_for_segmentation(im) for im in images]
+    groups = scale_groups(scales)
 
     def job(item):
-        i, scale = item
+        i, group = item
         t0 = time.perf_counter()
-        seg = _segment(normalized[i], scale, shape, FELZENSZWALB_SIGMA, FELZENSZWALB_MIN_SIZE)
+        segs = _felzenszwalb.felzenszwalb_scales(normalized[i], group, FELZENSZWALB_SIGMA, FELZENSZWALB_MIN_SIZE)
         t1 = time.perf_counter()
-        bits = dilated_label_bits(seg, radius)
+        bits = [dilated_label_bits(resize_labels(seg, shape), radius) for seg in segs]
         return bits, t1 - t0, time.perf_counter() - t1
 
-    jobs = [(i, s) for i in range(len(images)) for s in scales]
+    jobs = [(i, g) for i in range(len(images)) for g in groups]
     futures = [pool.submit(job, j) for j in jobs] if pool is not None else None
 
     def finish() -> list[Incidence]:
         done = [f.result() for f in futures] if futures is not None else [job(j) for j in jobs]
-        out, k = [], len(scales)
+        out, k = [], len(groups)
         for i in range(len(images)):
             part = done[i * k:(i + 1) * k]
             start = time.perf_counter()
-            inc = _combine([p[0] for p in part], shape)
+            inc = _combine([bits for p in part for bits in p[0]], shape)
             inc.timings = {"felzenszwalb": sum(p[1] for p in part), "dilation": sum(p[2] for p in part),
                            "atoms": time.perf_counter() - start}
             out.append(inc)
@@ -490,9 +487,10 @@ def rank_fast(attr: np.ndarray, inc: Incidence, min_pixel_diff: int = 50) -> Ran
     return _finish(flat.reshape(attr.shape), inc, covered, picked, gains)
 
 
-def default_pool(jobs: int):
-    """A thread pool for ``jobs`` independent segmentations, or None when one thread will do."""
-    workers = min(jobs, os.cpu_count() or 1)
+def default_pool(jobs: int, threads: int | None = None):
+    """A thread pool for ``jobs`` independent segmentations (at most ``threads`` workers; None:
+    one per CPU core), or None when one thread will do."""
+    workers = min(jobs, threads or os.cpu_count() or 1)
     if workers <= 1:
         return None
     from concurrent.futures import ThreadPoolExecutor

@@ -157,6 +157,8 @@ class XRAI(Method):
     return_ig : put the per-baseline IG maps and their mean into extras.
     return_segments : put the ranked regions into extras.
     ig_params : further parameters for the IG method (e.g. ``{"rule": "trapezoid"}``).
+    threads : threads that run the Felzenszwalb scales (while IG runs); None: one per CPU
+        core, 1: all in the calling thread.
 
     Returns the attribution (N, H, W); extras hold ``baselines`` (canonical, (N, B, H, W, C),
     None with base_attribution), and on request ``ig_attribution`` (N, B, H, W, C),
@@ -166,7 +168,7 @@ class XRAI(Method):
     requires = frozenset({INPUT_GRADIENTS})
 
     def _validate(self, ctx, x, *, segments, base_attribution, steps, area_threshold, algorithm,
-                  min_pixel_diff, flags, ig_params):
+                  min_pixel_diff, flags, ig_params, threads=None):
         if x.ndim != 4:
             raise ParameterError(
                 f"XRAI segments images: it needs one image (H, W, C) or a batch (N, H, W, C) "
@@ -184,6 +186,9 @@ class XRAI(Method):
         for name, value in flags.items():
             if not isinstance(value, (bool, np.bool_)):
                 raise ParameterError(f"{name} must be True or False; got {value!r}.")
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, numbers.Integral)
+                                    or threads < 1):
+            raise ParameterError(f"threads must be a positive int or None (one per CPU core); got {threads!r}.")
         if ig_params is not None and not isinstance(ig_params, dict):
             raise ParameterError(f"ig_params must be a dict of IG parameters; got {type(ig_params).__name__}.")
         clash = {"baseline", "steps"} & set(ig_params or {})
@@ -198,10 +203,10 @@ class XRAI(Method):
 
     def check(self, ctx, x, targets, *, baselines=None, segments=None, base_attribution=None, steps=100,
               area_threshold=1.0, algorithm="full", min_pixel_diff=50, flatten_segments=True,
-              return_ig=False, return_segments=False, ig_params=None):
+              return_ig=False, return_segments=False, ig_params=None, threads=None):
         _, base = self._validate(ctx, x, segments=segments, base_attribution=base_attribution, steps=steps,
                                  area_threshold=area_threshold, algorithm=algorithm,
-                                 min_pixel_diff=min_pixel_diff, ig_params=ig_params,
+                                 min_pixel_diff=min_pixel_diff, ig_params=ig_params, threads=threads,
                                  flags={"flatten_segments": flatten_segments, "return_ig": return_ig,
                                         "return_segments": return_segments})
         if base is None:
@@ -214,15 +219,15 @@ class XRAI(Method):
 
     def explain(self, ctx, x, targets, *, baselines=None, segments=None, base_attribution=None, steps=100,
                 area_threshold=1.0, algorithm="full", min_pixel_diff=50, flatten_segments=True,
-                return_ig=False, return_segments=False, ig_params=None):
+                return_ig=False, return_segments=False, ig_params=None, threads=None):
         specs, base = self._validate(ctx, x, segments=segments, base_attribution=base_attribution, steps=steps,
                                      area_threshold=area_threshold, algorithm=algorithm,
-                                     min_pixel_diff=min_pixel_diff, ig_params=ig_params, flags={})
+                                     min_pixel_diff=min_pixel_diff, ig_params=ig_params, threads=threads, flags={})
         n = len(x)
         extras = {"baselines": None}
         pool = None
         if specs is None:  # segment while IG runs: the two are independent
-            pool = _segments.default_pool(n * len(_segments.FELZENSZWALB_SCALES))
+            pool = _segments.default_pool(n * len(_segments.scale_groups()), threads)
             finish_segments = _segments.start_felzenszwalb(x, pool=pool)
         try:
             return self._explain(ctx, x, targets, specs, base, extras, baselines=baselines, steps=steps,

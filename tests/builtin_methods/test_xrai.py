@@ -383,6 +383,9 @@ def test_uses_the_registered_integrated_gradients(host):
     ({"base_attribution": np.zeros((8, 8))}, "base_attribution"),
     ({"return_segments": "yes"}, "return_segments"),
     ({"ig_params": {"steps": 3}}, "steps"),
+    ({"threads": 0}, "threads"),
+    ({"threads": 1.5}, "threads"),
+    ({"threads": True}, "threads"),
 ])
 def test_bad_parameters_raise_before_any_model_call(params, match):
     fn = CountingCall(np.ones((16, 16, 3)))
@@ -399,3 +402,26 @@ def test_batch_segments_must_match_batch_size():
     with pytest.raises(ParameterError, match="3 images"):
         salplug.explain(fn, x, "xrai", backend="callable", segments=[np.zeros((16, 16), int)] * 2)
     assert fn.calls == 0
+
+
+def test_threads_choose_the_segmentation_pool_and_not_the_result(monkeypatch):
+    from salplug.builtin_methods import _segments
+
+    pools = []
+    real = _segments.default_pool
+
+    def spy(jobs, threads=None):
+        pool = real(jobs, threads)
+        pools.append(None if pool is None else pool._max_workers)
+        return pool
+
+    monkeypatch.setattr(_segments, "default_pool", spy)
+    monkeypatch.setattr(_segments.os, "cpu_count", lambda: 4)
+    x = np.stack([image(24, 24, seed=21), image(24, 24, seed=22)])
+    attr = np.random.default_rng(3).normal(size=(2, 24, 24))
+    runs = {t: salplug.explain(never_called, x, "xrai", backend="callable", base_attribution=attr, threads=t)
+            for t in (None, 1, 2)}
+    jobs = 2 * len(_segments.scale_groups())  # 2 images x (1 job, or 6 without numba)
+    assert pools == [min(jobs, 4), None, 2]  # one worker per core (at most one per job), none, two
+    for t in (1, 2):
+        np.testing.assert_array_equal(runs[t].values, runs[None].values)
