@@ -35,14 +35,41 @@ STEP_PARAMS = {"integrated_gradients": "steps", "blur_ig": "steps", "guided_ig":
 DEFAULT_IMAGES = ("chelsea", "coffee")
 
 
+def _canonical_methods(methods: list[str], host: Any) -> list[str]:
+    """``methods`` by their registered names (``ig`` -> ``integrated_gradients``), in the given
+    order, each once; a name the host does not know is kept as given (it is skipped with a note)."""
+    from .errors import UnknownComponentError
+
+    if host is None:
+        from .plugins import get_host
+
+        host = get_host()
+    names: list[str] = []
+    for name in methods:
+        try:
+            name = host.methods.get(name).name
+        except UnknownComponentError:
+            pass
+        if name not in names:
+            names.append(name)
+    return names
+
+
 def demo_config(*, out_dir: str | Path = "salplug-demo", images: list[str] | None = None,
                 methods: list[str] | None = None, steps: int | None = None, backend: str = "torch",
-                batch_size: int | None = None, device: str | None = None, seed: int = 0) -> dict[str, Any]:
-    """The demo as a raw config mapping (validate it with :func:`salplug.config.load_config`)."""
-    chosen = [(m, dict(p)) for m, p in DEMO_METHODS if methods is None or m in methods]
-    if methods is not None:  # methods not in the table run with their defaults
-        known = {m for m, _ in DEMO_METHODS}
-        chosen += [(m, {}) for m in methods if m not in known]
+                batch_size: int | None = None, device: str | None = None, seed: int = 0,
+                host: Any = None) -> dict[str, Any]:
+    """The demo as a raw config mapping (validate it with :func:`salplug.config.load_config`).
+
+    ``methods`` (default: the table, in its order) may use aliases; they are resolved with
+    ``host`` (default: the process-wide host) and run in the order given, with the table's
+    demo-size parameters where the table has the method, else with their defaults.
+    """
+    if methods is None:
+        chosen = [(m, dict(p)) for m, p in DEMO_METHODS]
+    else:
+        table = dict(DEMO_METHODS)
+        chosen = [(m, dict(table.get(m, {}))) for m in _canonical_methods(methods, host)]
     explanations = []
     for method, params in chosen:
         if steps is not None and method in STEP_PARAMS:
@@ -127,7 +154,7 @@ def run_demo(out_dir: str | Path | None = None, images: list[str] | None = None,
 
     host = host or get_host()
     note = (lambda _m: None) if quiet else (lambda m: print(m, file=sys.stderr, flush=True))
-    data = demo_config(images=images, methods=methods, steps=steps)
+    data = demo_config(images=images, methods=methods, steps=steps, host=host)
     merged = apply_overrides(data, {"outputs.folder": None if out_dir is None else str(out_dir),
                                     "model.backend": backend, "model.batch_size": batch_size,
                                     "model.device": device, "seed": seed}, env)

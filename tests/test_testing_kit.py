@@ -63,16 +63,42 @@ def test_analytic_model_derivatives_are_exact(relu):
         step[(slice(None), *i)] = eps
         numeric[(slice(None), *i)] = (model.scores(x + step, targets) - model.scores(x - step, targets)) / (2 * eps)
     np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-7)
-    # layer gradients: d score / d h, checked by perturbing h through the closed form
+    # layer gradients: d score / d h by central differences, perturbing h itself (the model's own
+    # head runs on h + step: its features() is replaced on this instance)
     h = model.features(x)
     g_h = model.layer_gradients(x, targets)
-    np.testing.assert_allclose(g_h, model.w[[2, 0]] + model.q[[2, 0]] * h)
-    guided = model.guided_input_gradients(x, targets)
-    if relu:
-        z = model.pre_activation(x)
-        np.testing.assert_allclose(guided, (np.maximum(g_h, 0) * (z > 0)) @ model.p.T)
-    else:
-        np.testing.assert_allclose(guided, (np.maximum(g_h, 0)) @ model.p.T)
+    numeric_h = np.zeros_like(h)
+    for i in np.ndindex(h.shape[1:]):
+        step = np.zeros_like(h)
+        step[(slice(None), *i)] = eps
+        model.features = lambda _x, s=step: h + s
+        up = model.scores(x, targets)
+        model.features = lambda _x, s=step: h - s
+        numeric_h[(slice(None), *i)] = (up - model.scores(x, targets)) / (2 * eps)
+    del model.features
+    np.testing.assert_allclose(g_h, numeric_h, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize(("relu", "plain", "guided"), [(True, [1.0, -4.0], [2.0, -2.0]),
+                                                       (False, [-1.75, -1.25], [-0.75, 0.75])])
+def test_analytic_model_guided_gradients_by_hand(relu, plain, guided):
+    # One position, C = 2 channels, D = 3 features, one class, x = (1, 0.5):
+    #   p = [[1, -1, 1], [2, 1, -1]]  ->  z = x @ p = (1 + 1, -1 + 0.5, 1 - 0.5) = (2, -0.5, 0.5)
+    #   f = sum(w h) + 0.5 sum(q h^2) with w = (-2, 3, 1), q = (0.5, 0.5, 2), so d f / d h = w + q h
+    #   d f / d x_c = sum_d g_d p[c, d] for the backpropagated g (channel 0: g0 - g1 + g2,
+    #   channel 1: 2 g0 + g1 - g2)
+    # relu: h = (2, 0, 0.5), d f / d h = (-2 + 1, 3 + 0, 1 + 1) = (-1, 3, 2), [z > 0] = (1, 0, 1)
+    #   plain:  g = (-1, 3, 2) * (1, 0, 1) = (-1, 0, 2)          -> (-1 + 2, -2 - 2) = (1, -4)
+    #   guided: g = max((-1, 3, 2), 0) * (1, 0, 1) = (0, 0, 2)   -> (2, -2)
+    # no relu: h = z, d f / d h = (-2 + 1, 3 - 0.25, 1 + 1) = (-1, 2.75, 2), nothing masked
+    #   plain:  g = (-1, 2.75, 2)   -> (-1 - 2.75 + 2, -2 + 2.75 - 2) = (-1.75, -1.25)
+    #   guided: g = (0, 2.75, 2)    -> (-2.75 + 2, 2.75 - 2) = (-0.75, 0.75)
+    model = T.AnalyticModel((1, 2), classes=1, relu=relu, p=[[1, -1, 1], [2, 1, -1]],
+                            w=[[[-2, 3, 1]]], q=[[[0.5, 0.5, 2]]])
+    x = np.array([[[1.0, 0.5]]])
+    targets = Targets(np.array([0]))
+    np.testing.assert_allclose(model.input_gradients(x, targets)[0, 0], plain, atol=1e-12)
+    np.testing.assert_allclose(model.guided_input_gradients(x, targets)[0, 0], guided, atol=1e-12)
 
 
 def test_analytic_backend_through_explain_and_detect(kit_host):
@@ -341,7 +367,7 @@ def test_framework_imports_ignores_type_checking_blocks():
 
     assert T.framework_imports(salplug.api) == []
     assert T.framework_imports(salplug.builtin_methods.gradients) == []
-    import salplug.backends.torch  # noqa: F401 - a backend does import its framework
+    import salplug.backends.torch  # a backend does import its framework
 
     assert T.framework_imports(salplug.backends.torch.TorchAdapter) == ["torch"]
 
@@ -414,9 +440,8 @@ def _ignores_image_shape(values, image=None):
     (_ignores_image_shape, r"returned shape \(9, 7, 2\) for an RGB image"),
 ])
 def test_check_visualizer_catches(fn, message):
-    with np.errstate(all="ignore"):
-        with pytest.raises(AssertionError, match=message):
-            T.check_visualizer(fn)
+    with np.errstate(all="ignore"), pytest.raises(AssertionError, match=message):
+        T.check_visualizer(fn)
 
 
 # -- the author's guide ---------------------------------------------------------------------------------
@@ -431,7 +456,8 @@ def test_guide_documents_the_register_keywords_and_the_testing_kit():
         assert f"`{keyword}`" in guide or f"{keyword}=" in guide, keyword
     for name in ("make_host", "AnalyticModel", "AnalyticAdapter", "check_method", "check_backend",
                  "check_visualizer"):
-        assert name in T.__all__ and f"`{name}(" in guide or f"{name}(" in guide, name
+        assert name in T.__all__, name
+        assert f"{name}(" in guide, name  # the guide shows it called (in backticks or a code block)
     for section in ("## Naming", "## Testing", "## Publishing", "## Lazy targets", "## Capabilities"):
         assert section in guide
     from salplug.types import CAPABILITIES

@@ -213,6 +213,12 @@ class ModelRandomization(Metric):
     reduce : maps with channels to one value per pixel ("abs", "sum", "max", "none").
     max_steps : randomise at most this many groups (None: all).
 
+    Seeds: step ``k`` (1 = the group nearest the output; in both modes) draws from
+    ``seed * 1009 + k``, ``seed`` being the evaluation's seed. On torch the step's modules are
+    re-initialised in order after ``torch.manual_seed(seed * 1009 + k)``, inside
+    ``torch.random.fork_rng`` (the caller's global generator is left as it was); on Keras the
+    Glorot-uniform kernels come from ``numpy.random.default_rng(seed * 1009 + k)``.
+
     Scores (lower is better): ``randomization_corr``, the Spearman correlation averaged over
     the randomisation steps (the area under the per-layer curve: a map that ignores the top
     layers, like guided backprop, scores high even if it decorrelates at the very end), and

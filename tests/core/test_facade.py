@@ -10,7 +10,9 @@ attributes that stay patchable, salplug's additions (batch_size).
 
 from __future__ import annotations
 
-import unittest.mock as mock
+import glob
+import os
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -365,11 +367,27 @@ def test_tf1_guided_backprop_equals_upstream_without_files(tf1_graph, tmp_path, 
                                    tmp_ckpt_path=str(tmp_path / "ckpt")).GetMask(x, feed_dict=feed)
     monkeypatch.chdir(tmp_path)
     before = set(tmp_path.rglob("*"))
-    gbp = sp_tf1.GuidedBackprop(g["graph"], g["sess"], g["y_scalar"], g["x"])
-    np.testing.assert_allclose(gbp.GetMask(x, feed_dict=feed), theirs, rtol=RTOL, atol=ATOL)
-    assert set(tmp_path.rglob("*")) == before  # no checkpoint written
-    plain = sp_tf1.GradientSaliency(g["graph"], g["sess"], g["y"], g["x"]).GetMask(x)
-    guided = sp_tf1.GuidedBackprop(g["graph"], g["sess"], g["y"], g["x"]).GetMask(x, feed_dict=None)
+    upstream_default = "/tmp/guided_backprop_ckpt*"  # upstream's default tmp_ckpt_path
+
+    def default_files():
+        return {(p, os.stat(p).st_mtime_ns) for p in glob.glob(upstream_default)}
+
+    before_default = default_files()
+
+    saver = pytest.importorskip("tensorflow").compat.v1.train.Saver
+
+    def no_files(*args, **kwargs):
+        raise AssertionError("salplug must not write or read a checkpoint")
+
+    with pytest.MonkeyPatch.context() as mp:  # upstream (below) still needs the real Saver
+        mp.setattr(saver, "save", no_files)
+        mp.setattr(saver, "restore", no_files)
+        gbp = sp_tf1.GuidedBackprop(g["graph"], g["sess"], g["y_scalar"], g["x"])
+        np.testing.assert_allclose(gbp.GetMask(x, feed_dict=feed), theirs, rtol=RTOL, atol=ATOL)
+        plain = sp_tf1.GradientSaliency(g["graph"], g["sess"], g["y"], g["x"]).GetMask(x)
+        guided = sp_tf1.GuidedBackprop(g["graph"], g["sess"], g["y"], g["x"]).GetMask(x, feed_dict=None)
+    assert set(tmp_path.rglob("*")) == before  # no checkpoint written here ...
+    assert default_files() == before_default  # ... nor (new or rewritten) at upstream's default path
     assert guided.shape == x.shape and not np.allclose(guided, plain)
     with pytest.raises(TypeError):  # upstream iterates feed_dict=None
         up_tf1.GuidedBackprop(g["graph"], g["sess"], g["y"], g["x"],

@@ -14,7 +14,7 @@ from salplug.metrics.sanity import group_layers, spearman
 from salplug.testing import AnalyticModel, make_host
 
 torch = pytest.importorskip("torch")
-from conftest import make_cnn  # noqa: E402
+from conftest import make_cnn
 
 
 @pytest.fixture
@@ -48,7 +48,8 @@ def test_gradients_and_grad_cam_decorrelate_random_maps_do_not(host, images):
 
 
 def test_first_step_equals_a_hand_randomised_copy(host, images):
-    """Step 1 re-initialises fc with torch's own reset_parameters under the documented seed."""
+    """Step 1 re-initialises fc with torch's own reset_parameters under the documented seed
+    (``seed * 1009 + k`` for step k: ModelRandomization's docstring, docs/evaluation.md)."""
     from scipy.stats import spearmanr
 
     model = make_cnn(1)

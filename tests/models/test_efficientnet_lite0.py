@@ -89,20 +89,21 @@ def test_class_name_out_of_range(bad):
 # --------------------------------------------------------------------------- #
 @pytest.mark.parametrize(("row", "photo"), list(enumerate(PHOTOS)), ids=[p[0] for p in PHOTOS])
 def test_reference_photos(model, photo_batch, row, photo):
-    name, expected_class, expected_prob = photo
+    _name, expected_class, expected_prob = photo
     probs = _logits(model, photo_batch).softmax(dim=-1)[row]
     assert int(probs.argmax()) == expected_class, class_name(int(probs.argmax()))
     assert float(probs[expected_class]) == pytest.approx(expected_prob, abs=PROB_TOL)
 
 
-def test_state_dict_matches_weights_file_exactly(effnet, weights):
+def test_state_dict_matches_weights_file_exactly(effnet, weights, model):
     import torch
 
     state = torch.load(effnet.weights_path(), map_location="cpu", weights_only=True)
-    model = effnet.EfficientNetLite0()
-    assert list(model.state_dict()) == list(state)
-    for key, value in model.state_dict().items():
-        assert value.shape == state[key].shape, key
+    assert list(effnet.EfficientNetLite0().state_dict()) == list(state)  # the architecture has the file's keys
+    loaded = model.state_dict()  # load_efficientnet_lite0(): every tensor is the file's, bit for bit
+    assert list(loaded) == list(state)
+    for key, value in loaded.items():
+        assert value.dtype == state[key].dtype and torch.equal(value, state[key]), key
 
 
 def test_functional_relu_identical_logits(effnet, model, photo_batch):
