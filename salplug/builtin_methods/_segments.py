@@ -487,11 +487,12 @@ def rank_fast(attr: np.ndarray, inc: Incidence, min_pixel_diff: int = 50) -> Ran
     return _finish(flat.reshape(attr.shape), inc, covered, picked, gains)
 
 
-def default_pool(jobs: int, threads: int | None = None):
+def default_pool(jobs: int, threads: int | None = None, concurrent: bool = False):
     """A thread pool for ``jobs`` independent segmentations (at most ``threads`` workers; None:
-    one per CPU core), or None when one thread will do."""
+    one per CPU core), or None when the calling thread will do: ``threads == 1``, or a single
+    worker while the caller has nothing else to do (``concurrent``: it has, e.g. XRAI's IG)."""
     workers = min(jobs, threads or os.cpu_count() or 1)
-    if workers <= 1:
+    if threads == 1 or workers < 1 or (workers == 1 and not concurrent):
         return None
     from concurrent.futures import ThreadPoolExecutor
 

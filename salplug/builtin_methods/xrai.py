@@ -227,7 +227,7 @@ class XRAI(Method):
         extras = {"baselines": None}
         pool = None
         if specs is None:  # segment while IG runs: the two are independent
-            pool = _segments.default_pool(n * len(_segments.scale_groups()), threads)
+            pool = _segments.default_pool(n * len(_segments.scale_groups()), threads, concurrent=base is None)
             finish_segments = _segments.start_felzenszwalb(x, pool=pool)
         try:
             return self._explain(ctx, x, targets, specs, base, extras, baselines=baselines, steps=steps,

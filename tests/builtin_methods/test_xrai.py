@@ -410,8 +410,8 @@ def test_threads_choose_the_segmentation_pool_and_not_the_result(monkeypatch):
     pools = []
     real = _segments.default_pool
 
-    def spy(jobs, threads=None):
-        pool = real(jobs, threads)
+    def spy(jobs, threads=None, concurrent=False):
+        pool = real(jobs, threads, concurrent)
         pools.append(None if pool is None else pool._max_workers)
         return pool
 
@@ -425,3 +425,9 @@ def test_threads_choose_the_segmentation_pool_and_not_the_result(monkeypatch):
     assert pools == [min(jobs, 4), None, 2]  # one worker per core (at most one per job), none, two
     for t in (1, 2):
         np.testing.assert_array_equal(runs[t].values, runs[None].values)
+    # one image while IG runs: the segmentation still gets a thread of its own, unless threads=1
+    pools.clear()
+    salplug.explain(linear_call_model_function(np.ones((24, 24, 3))), x[:1], "xrai", backend="callable", steps=2)
+    salplug.explain(linear_call_model_function(np.ones((24, 24, 3))), x[:1], "xrai", backend="callable", steps=2,
+                    threads=1)
+    assert pools == [min(len(_segments.scale_groups()), 4), None]
