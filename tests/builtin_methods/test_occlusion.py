@@ -46,7 +46,7 @@ def test_hand_computed_4x4(host):
     # f(x) = sum(w * x) with w * x = 1 everywhere: every 2x2 window drops the score by 4.
     x = np.ones((4, 4, 1), np.float32)
     fn = linear_call_model_function(np.ones((4, 4, 1)))
-    run = lambda **p: salplug.explain(fn, x, "occlusion", backend="callable", host=host, size=2, **p).values[..., 0]
+    run = lambda **p: salplug.explain(fn, x, "occlusion", backend="callable", host=host, size=2, **p).values[..., 0]  # noqa: E731
     cover = np.array([[1, 2, 2, 1], [2, 4, 4, 2], [2, 4, 4, 2], [1, 2, 2, 1]])
     np.testing.assert_array_equal(run(), 4 * cover)
     np.testing.assert_array_equal(run(aggregate="mean"), np.full((4, 4), 4.0))

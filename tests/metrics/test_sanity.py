@@ -14,7 +14,7 @@ from salplug.metrics.sanity import group_layers, spearman
 from salplug.testing import AnalyticModel, make_host
 
 torch = pytest.importorskip("torch")
-from conftest import make_cnn
+from conftest import make_cnn  # noqa: E402
 
 
 @pytest.fixture

