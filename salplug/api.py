@@ -93,8 +93,10 @@ def resolve_targets(adapter: Any, x: np.ndarray, target: Any, batch_size: int) -
     if target is None or (isinstance(target, str) and target.lower() in ("top1", "top-1", "auto")):
         if not supports:
             return Targets.none()
-        outputs = [adapter.outputs(x[s]) for s in _slices(n, batch_size)]
-        return Targets(np.concatenate([np.asarray(o).reshape(len(o), -1).argmax(axis=1) for o in outputs]))
+        outputs = [np.asarray(adapter.outputs(x[s])) for s in _slices(n, batch_size)]
+        if all(o.size == len(o) for o in outputs):  # one score per sample: explain that score
+            return Targets.none()
+        return Targets(np.concatenate([o.reshape(len(o), -1).argmax(axis=1) for o in outputs]))
     if not supports:
         raise TargetError(
             f"The {adapter.name!r} backend explains the scalar its model returns; it takes no "
@@ -102,11 +104,13 @@ def resolve_targets(adapter: Any, x: np.ndarray, target: Any, batch_size: int) -
             f"(e.g. a tf1 `y` of one scalar per example), or give the backend logits "
             f"(tf1: logits as `y`; callable: the backend option target_arg)."
         )
+    if hasattr(target, "detach"):  # a torch tensor
+        target = target.detach().cpu().numpy()
+    if isinstance(target, np.ndarray) and target.ndim == 0:  # a 0-d array or tensor: one class for all
+        target = target.item()
     if _is_int(target):
         indices = np.full(n, int(target), dtype=np.int64)
     else:
-        if hasattr(target, "detach"):  # a torch tensor
-            target = target.detach().cpu().numpy()
         if isinstance(target, str) or not isinstance(target, (Sequence, np.ndarray)):
             raise TargetError(
                 f"target must be an int, one int per sample, a callable on the model output, "
@@ -122,7 +126,10 @@ def resolve_targets(adapter: Any, x: np.ndarray, target: Any, batch_size: int) -
     bad = indices[(indices < 0) | ((indices >= k) if k is not None else False)]
     if bad.size:
         limit = f"0..{k - 1}" if k is not None else "non-negative"
-        raise TargetError(f"target {int(bad[0])} is out of range: the model's output classes are {limit}.")
+        how = getattr(adapter, "num_outputs_guess", None)  # where an unverified class count came from
+        hint = (f" ({k} is a guess from {how}; if the model has more outputs, pass the backend option "
+                f"num_classes)") if how else ""
+        raise TargetError(f"target {int(bad[0])} is out of range: the model's output classes are {limit}{hint}.")
     return Targets(indices)
 
 
@@ -165,6 +172,8 @@ class Explainer:
         """Explain ``x`` (one input or a batch) with ``method``; see ``salplug.explain``."""
         m = load_method(self.host, method, self.adapter)
         full = resolve_params(m, params)
+        if batch_size is not None and (not _is_int(batch_size) or batch_size < 1):
+            raise ParameterError(f"batch_size must be a positive int, got {batch_size!r}.")
         canonical, info = self.adapter.to_canonical(x, layout)
         size = batch_size or self.batch_size
         ctx = Context(self.adapter, self.host, size, self.progress if progress is None else progress, info)

@@ -61,6 +61,9 @@ BAD_INPUTS = [
     ("bad base param", dict(method="smoothgrad", params={"base": "ig", "stepz": 2}), ParameterError, "stepz"),
     ("unknown base", dict(method="smoothgrad", params={"base": "nope"}), UnknownComponentError, "Unknown method"),
     ("batch size", dict(batch_size=0), ParameterError, "batch_size"),
+    ("smoothgrad of itself", dict(method="smoothgrad", params={"base": "smoothgrad"}), ParameterError, "itself"),
+    ("smoothgrad of an alias", dict(method="smoothgrad", params={"base": "noise_tunnel"}), ParameterError, "itself"),
+    ("smoothgrad of alias 2", dict(method="smoothgrad", params={"base": "smooth_grad"}), ParameterError, "itself"),
 ]
 
 
@@ -211,3 +214,11 @@ def test_unknown_layer_on_torch_adapter():
     values, grads = adapter.layer_values_and_gradients(np.random.rand(2, 8, 8, 3).astype(np.float32),
                                                         Targets(np.array([1, 2])), "conv2")
     assert values.shape == grads.shape == (2, 4, 4, 16)
+
+
+@pytest.mark.parametrize("batch_size", [0, -3, 2.7, "4", True])
+def test_explainer_explain_checks_its_batch_size_before_any_model_call(counted, batch_size):
+    ex = salplug.Explainer(counted)
+    with pytest.raises(ParameterError, match="batch_size must be a positive int"):
+        ex.explain(torch.rand(2, 3, 8, 8), "gradients", target=0, batch_size=batch_size)
+    assert counted.calls == 0

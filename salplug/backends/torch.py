@@ -90,7 +90,11 @@ class TorchAdapter:
     model : nn.Module or callable taking an NCHW tensor and returning logits.
     device : where to run (default: the device of the model's parameters).
     output : selects the logits from a tuple/dict output (index, key or callable).
-    num_classes : number of outputs, for early target checks (default: inferred).
+    num_classes : number of outputs, for early target checks (default: the model's last Linear
+        layer's outputs until a forward pass shows the real number).
+    eval_mode : run the model in eval mode during each call (BatchNorm uses its running
+        statistics and is not updated, dropout is off), putting every module's own mode back
+        afterwards; False runs it in whatever mode it is in.
     """
 
     name = "torch"
@@ -99,7 +103,7 @@ class TorchAdapter:
     supports_targets = True
 
     def __init__(self, model: Any, *, device: Any = None, output: Any = None,
-                 num_classes: int | None = None) -> None:
+                 num_classes: int | None = None, eval_mode: bool = True) -> None:
         if not callable(model):
             raise ParameterError(f"The torch backend needs an nn.Module or a callable, got {type(model).__name__}.")
         self.model = model
@@ -110,7 +114,12 @@ class TorchAdapter:
         self.device = torch.device(device) if device is not None else (
             first.device if first is not None else torch.device("cpu"))
         self.dtype = first.dtype if first is not None and first.is_floating_point() else torch.float32
+        if not isinstance(eval_mode, bool):
+            raise ParameterError(f"eval_mode must be True or False, got {eval_mode!r}.")
+        self.eval_mode = eval_mode
         self._num_classes = num_classes if num_classes is not None else infer_num_classes(model)
+        # where an unverified class count came from (None once given or seen in an output)
+        self.num_outputs_guess = "the model's last Linear layer" if num_classes is None and self._num_classes else None
         conv = _first(model, nn.Conv2d) if isinstance(model, nn.Module) else None
         self.in_channels = conv.in_channels if conv is not None else None
         self.default_batch_size = CPU_BATCH_SIZE if self.device.type == "cpu" else ACCELERATOR_BATCH_SIZE
@@ -161,10 +170,25 @@ class TorchAdapter:
             for p in params:
                 p.requires_grad_(True)
 
+    @contextlib.contextmanager
+    def _evaluating(self) -> Iterator[None]:
+        """The model in eval mode for the call (see ``eval_mode``); each module's mode comes back."""
+        training = [m for m in self.model.modules() if m.training] if (
+            self.eval_mode and isinstance(self.model, nn.Module)) else []
+        for m in training:
+            m.training = False
+        try:
+            yield
+        finally:
+            for m in training:
+                m.training = True
+
     def _logits(self, t: torch.Tensor) -> torch.Tensor:
         out = self.select(self.model(t))
         if not torch.is_tensor(out):
             raise ModelOutputError(f"The selected model output is {type(out).__name__}, not a tensor.")
+        if out.ndim == 2 and self.num_outputs_guess is not None:  # the real class count replaces the guess
+            self._num_classes, self.num_outputs_guess = int(out.shape[1]), None
         return out
 
     def _select(self, out: torch.Tensor, targets: Targets) -> torch.Tensor:
@@ -224,7 +248,8 @@ class TorchAdapter:
         before = torch.cuda.memory_allocated(self.device)
         torch.cuda.reset_peak_memory_stats(self.device)
         try:
-            self._input_gradients(probe, everything)
+            with self._evaluating():
+                self._input_gradients(probe, everything)
         except Exception as exc:  # noqa: BLE001 - the probe is a hint, never a failure
             if not is_out_of_memory(exc):
                 return self.default_batch_size
@@ -241,6 +266,10 @@ class TorchAdapter:
     def _in_pieces(self, fn: Callable[..., Any], x: np.ndarray, targets: Targets, *args: Any) -> Any:
         """``fn(x, targets, *args)`` in pieces of at most ``max_rows`` rows, halving the piece
         (and remembering it) after an out-of-memory error; pieces are joined along rows."""
+        with self._evaluating():
+            return self._pieces(fn, x, targets, *args)
+
+    def _pieces(self, fn: Callable[..., Any], x: np.ndarray, targets: Targets, *args: Any) -> Any:
         n = len(x)
         size = min(n, self.max_rows or n) or 1
         if size >= n:

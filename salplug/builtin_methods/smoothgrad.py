@@ -46,9 +46,9 @@ class SmoothGrad(Method):
     requires = frozenset()
 
     def _base(self, ctx, base, base_params, kwargs):
-        if base in ("smoothgrad", self.name):
-            raise ParameterError("SmoothGrad cannot smooth itself; choose another base method.")
         method = load_method(ctx.host, base, ctx.adapter)
+        if isinstance(method, SmoothGrad) or method.name == self.name:  # aliases included
+            raise ParameterError(f"SmoothGrad cannot smooth itself (base={base!r}); choose another base method.")
         return method, resolve_params(method, {**(base_params or {}), **kwargs})
 
     def check(self, ctx, x, targets, *, base="gradients", nsamples=25, stdev_spread=0.15, stdev=None,

@@ -150,3 +150,85 @@ def test_cuda_tensors_come_back_on_their_device():  # pragma: no cover - needs a
     x = torch.rand(2, 3, 8, 8, device="cuda")
     out = salplug.explain(model, x, "ig", steps=4)
     assert out.values.device == x.device
+
+
+# -- the model's mode, class counts, scalar outputs ------------------------------------------
+def _bn_dropout_model():
+    torch.manual_seed(3)
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Dropout(0.5),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5))
+
+
+def test_a_model_in_train_mode_is_explained_in_eval_mode_and_given_back_as_it_was():
+    model = _bn_dropout_model()
+    model[1].running_mean.uniform_(-0.5, 0.5)
+    x = torch.rand(2, 3, 9, 9)
+    reference = salplug.explain(model.eval(), x, "ig", target=1, steps=8, batch_size=8).values
+    model.train()
+    model[3].eval()  # one module in its own mode: it must come back exactly so
+    stats = {k: v.clone() for k, v in model[1].state_dict().items()}
+    for batch_size in (1, 8):
+        out = salplug.explain(model, x, "ig", target=1, steps=8, batch_size=batch_size).values
+        torch.testing.assert_close(out, reference, rtol=1e-5, atol=1e-7)  # no dropout, running statistics
+    salplug.explain(model, x, "grad_cam", target=1, layer="0")
+    salplug.explain(model, x, "guided_backprop", target=1)
+    assert all(torch.equal(v, model[1].state_dict()[k]) for k, v in stats.items())  # BatchNorm not updated
+    assert [m.training for m in model] == [True, True, True, False, True, True, True]
+
+
+def test_eval_mode_false_runs_the_model_as_it_is():
+    model = _bn_dropout_model().train()
+    before = model[1].num_batches_tracked.item()
+    salplug.explain(model, torch.rand(2, 3, 9, 9), "gradients", target=1, backend_options={"eval_mode": False})
+    assert model[1].num_batches_tracked.item() > before  # train-mode BatchNorm ran and updated itself
+    with pytest.raises(salplug.errors.ParameterError, match="eval_mode"):
+        salplug.Explainer(model, eval_mode="yes")
+
+
+class AuxHead(nn.Module):
+    """10 classes, with an auxiliary Linear registered after the classifier."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.classifier = nn.Linear(8, 10)
+        self.aux = nn.Linear(8, 4)
+
+    def forward(self, x):
+        return self.classifier(self.body(x))
+
+
+def test_a_guessed_class_count_names_the_way_out_and_gives_way_to_the_real_one():
+    x = torch.rand(1, 3, 8, 8)
+    ex = salplug.Explainer(AuxHead())
+    with pytest.raises(TargetError, match="0..3 .*guess .*num_classes"):
+        ex.explain(x, "gradients", target=7)
+    assert salplug.explain(AuxHead(), x, "gradients", target=7, backend_options={"num_classes": 10}).target == [7]
+    ex.explain(x, "gradients")  # a forward pass shows 10 outputs
+    assert ex.adapter.num_outputs() == 10
+    assert ex.explain(x, "gradients", target=7).target == [7]
+
+
+def test_one_score_per_image_needs_no_target():
+    class Score(nn.Module):  # (N,) scores: class 3's logit
+        def __init__(self):
+            super().__init__()
+            self.cnn = make_cnn(seed=2)
+
+        def forward(self, t):
+            return self.cnn(t)[:, 3]
+
+    model, scalar = nn.Sequential(make_cnn(seed=2), nn.Flatten(0)), Score()  # N * 10 values; N values
+    x = torch.rand(2, 3, 8, 8)
+    expected = salplug.explain(make_cnn(seed=2), x, "gradients", target=3).values
+    for target in (None, "top1"):
+        torch.testing.assert_close(salplug.explain(scalar, x, "gradients", target=target).values, expected)
+    with pytest.raises(TargetError):  # not one score per image: still asks for a target class
+        salplug.explain(model, x, "gradients", target=None)
+
+
+def test_zero_dimensional_targets_are_one_class_for_all():
+    model, x = make_cnn(seed=4), torch.rand(2, 3, 8, 8)
+    expected = salplug.explain(model, x, "gradients", target=6).values
+    for target in (torch.tensor(6), np.array(6), np.int64(6)):
+        torch.testing.assert_close(salplug.explain(model, x, "gradients", target=target).values, expected)
