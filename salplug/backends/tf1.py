@@ -8,15 +8,18 @@ class per example is fed through an int64 placeholder.
 Every op salplug needs (the target placeholder, the gathered score, the gradients of the score
 with respect to ``x`` and to a layer tensor) is built once per graph, the first time it is
 needed, and cached by name: running 100 explanations adds no node after the first. Guided
-backprop imports a copy of the graph, made in memory with its variables frozen to constants
-(no checkpoint file), under ``gradient_override_map`` so its Relu/Relu6 ops backpropagate the
-guided gradient; the copy and its session are cached per session. The copy is a snapshot of
-the variables taken the first time guided gradients are asked for. A finalized graph cannot
-take new ops, so its gradients are built in such a copy too (without the override).
+backprop imports a copy of the graph, made in memory (no checkpoint file), under
+``gradient_override_map`` so its Relu/Relu6 ops backpropagate the guided gradient; the copy and
+its session are cached per session. The copy holds no weights: each variable y depends on is a
+placeholder there, fed on every run with the variable's current value, read from the user's
+session in one ``session.run`` just before (so training, ``assign`` or a restore between calls
+is seen). A finalized graph cannot take new ops, so its gradients are built in such a copy too
+(without the override).
 
 :meth:`TF1Adapter.run_fetches` evaluates upstream's raw quantities (y as the graph gives it,
-d sum(y) / d x, a layer and d sum(y) / d layer) in one ``session.run`` through the same op
-cache and copies: the drop-in ``salplug.tf1`` package runs on it.
+d sum(y) / d x, a layer and d sum(y) / d layer) in one ``session.run`` (through a copy: plus
+the variable read) with the same op cache and copies: the drop-in ``salplug.tf1`` package runs
+on it.
 
 Arrays are NHWC as ``x`` takes them, which is canonical: nothing is transposed.
 """
@@ -111,11 +114,31 @@ def _tensor_names(graph: Any, rank: int | None = None) -> list[str]:
 
 
 class _View:
-    """A graph and the session that runs it: the user's own, or an in-memory copy."""
+    """A graph and the session that runs it: the user's own, or an in-memory copy.
 
-    def __init__(self, graph: Any, session: Any, copy: bool, guided: bool = False) -> None:
+    ``variables`` (copies only): (placeholder of the copy, tensor of the user's graph that reads
+    the variable) pairs; ``source``: the user's session, which :meth:`run` reads them from (held
+    weakly: the copy is cached under that session in a weak dictionary).
+    """
+
+    def __init__(self, graph: Any, session: Any, copy: bool, guided: bool = False,
+                 variables: tuple[tuple[str, str], ...] = (), source: Any = None) -> None:
         self.graph, self.session, self.copy, self.guided = graph, session, copy, guided
         self.relus = count_guided(graph) if guided else 0
+        self.variables = variables
+        self.source = weakref.ref(source) if source is not None else None
+
+    def run(self, fetches: list[Any], feed: dict[Any, Any]) -> list[Any]:
+        """``session.run(fetches, feed)``; a copy is first fed the variables' current values.
+
+        Those are read from the user's session in one run; a feed the caller gives for the same
+        placeholder (a variable fed by name) wins, as it would on the user's graph.
+        """
+        if self.variables:
+            values = self.source().run([read for _, read in self.variables])
+            feed = {**{self.graph.get_tensor_by_name(ph): v for (ph, _), v in zip(self.variables, values)},
+                    **feed}
+        return self.session.run(fetches, feed_dict=feed)
 
     def tensor(self, t: Any) -> Any:
         return t if not self.copy else self.graph.get_tensor_by_name(t.name)
@@ -151,16 +174,37 @@ class _View:
         return [self.graph.get_tensor_by_name(n) for n in names]
 
 
-def _frozen_copy(graph: Any, session: Any, outputs: list[str], guided: bool) -> _View:
-    """Import ``graph`` into a new graph, variables as constants, optionally guided."""
+_VARIABLE_OPS = {"Variable": ":0", "VariableV2": ":0", "VarHandleOp": "/Read/ReadVariableOp:0"}
+
+
+def _memory_copy(graph: Any, session: Any, outputs: list[str], guided: bool) -> _View:
+    """Import ``graph`` into a new graph, variables as placeholders, optionally guided.
+
+    TensorFlow's freezing rewrites what reads a variable (resource reads and gathers too) to
+    read a constant; each such constant then becomes a placeholder of the variable's name, and
+    the view feeds it the variable's current value on every run.
+    """
     with _silenced():
         try:
             frozen = v1.graph_util.convert_variables_to_constants(session, graph.as_graph_def(), outputs)
         except Exception as exc:  # noqa: BLE001
             raise ModelOutputError(
-                f"Could not copy the TF1 graph in memory (variables frozen to constants) for "
+                f"Could not copy the TF1 graph in memory for "
                 f"{'guided backprop' if guided else 'a finalized graph'}: {exc}"
             ) from exc
+    variables = []
+    for node in frozen.node:
+        try:
+            kind = graph.get_operation_by_name(node.name).type
+        except KeyError:
+            continue
+        if node.op == "Const" and kind in _VARIABLE_OPS:
+            dtype, shape = node.attr["dtype"].type, node.attr["value"].tensor.tensor_shape
+            node.op = "Placeholder"
+            node.ClearField("attr")
+            node.attr["dtype"].type = dtype
+            node.attr["shape"].shape.CopyFrom(shape)
+            variables.append((f"{node.name}:0", node.name + _VARIABLE_OPS[kind]))
     copy = tf.Graph()
     with copy.as_default():
         scope = copy.gradient_override_map(GUIDED_OVERRIDES) if guided else contextlib.nullcontext()
@@ -168,7 +212,8 @@ def _frozen_copy(graph: Any, session: Any, outputs: list[str], guided: bool) -> 
             tf.import_graph_def(frozen, name="")
     config = getattr(session, "_config", None)
     config = config if isinstance(config, v1.ConfigProto) else None  # e.g. a mock wrapping a session
-    return _View(copy, v1.Session(graph=copy, config=config), copy=True, guided=guided)
+    return _View(copy, v1.Session(graph=copy, config=config), copy=True, guided=guided,
+                 variables=tuple(variables), source=session)
 
 
 class TF1Adapter:
@@ -277,7 +322,7 @@ class TF1Adapter:
         key = (guided, self.y.name)
         view = copies.get(key)
         if view is None:
-            view = _frozen_copy(self.graph, self.session, [self.y.op.name], guided)
+            view = _memory_copy(self.graph, self.session, [self.y.op.name], guided)
             copies[key] = view
         return view
 
@@ -335,7 +380,7 @@ class TF1Adapter:
         return g
 
     def _run(self, view: _View, fetches: list[Any], feed: dict[Any, Any]) -> list[np.ndarray]:
-        out = view.session.run(fetches, feed_dict=feed)
+        out = view.run(fetches, feed)
         return [np.asarray(o, dtype=np.float32) for o in out]
 
     # -- primitives ------------------------------------------------------------------------
@@ -423,8 +468,9 @@ class TF1Adapter:
         too), "input_gradients" d sum(y) / d x, "layer" the values of ``layer`` (default: the
         conv_layer) and "layer_gradients" d sum(y) / d layer. ``feed_dict`` adds feeds for this
         call and is never modified; on the user's graph its keys reach session.run unchanged.
-        ``guided``: through the guided copy. Values come back in the order of ``wants``, as
-        session.run returns them. Gradient ops are built once per graph (or copy).
+        ``guided``: through the guided copy (fed the variables' current values). Values come
+        back in the order of ``wants``, as session.run returns them. Gradient ops are built once
+        per graph (or copy).
         """
         wants = list(wants)
         unknown = [w for w in wants if w not in FETCHES]
@@ -455,4 +501,4 @@ class TF1Adapter:
         feed = view.feed(self.feed_dict)
         feed.update(view.feed(feed_dict or {}))
         feed[view.tensor(self.x)] = np.asarray(x, dtype=self.x.dtype.as_numpy_dtype)
-        return list(view.session.run(fetches, feed_dict=feed))
+        return list(view.run(fetches, feed))

@@ -5,7 +5,8 @@ runs its :mod:`salplug.core` counterpart (``core_instance``) on a call_model_fun
 upstream's keys onto salplug's ``tf1`` backend (``TF1Adapter.run_fetches``): the backend builds
 the gradient ops once per graph, runs one ``session.run`` per call, and works on a finalized
 graph through an in-memory copy. ``GuidedBackprop`` uses the backend's guided copy (no
-checkpoint files). TensorFlow is imported when a method is first built. See docs/migration.md.
+checkpoint files). A copy is fed the variables' current values, read from the session, on
+every call. TensorFlow is imported when a method is first built. See docs/migration.md.
 """
 
 from .base import *  # noqa: F401,F403

@@ -1,8 +1,9 @@
 """``saliency.tf1.guided_backprop``: Guided Backprop on salplug's ``tf1`` backend.
 
-The backend imports an in-memory copy of the graph, variables frozen to constants, with the
-guided gradient for Relu and Relu6 ops: no checkpoint is written, the caller's graph is left
-as it is (no op is added to it), and ``feed_dict=None`` works.
+The backend imports an in-memory copy of the graph with the guided gradient for Relu and Relu6
+ops: no checkpoint is written, the caller's graph is left as it is (no op is added to it), and
+``feed_dict=None`` works. Every call reads the variables' current values from the session and
+feeds them to the copy (upstream snapshots them when the object is built).
 """
 
 from __future__ import annotations

@@ -46,7 +46,8 @@ def create_tf1_call_model_function(graph, session, y, x, conv_layer=None):
     The returned function takes ``call_model_args`` as the session's feed_dict (never modified;
     None means no other feeds; its keys reach session.run unchanged) and answers one
     ``session.run`` per call. Gradient ops are added to the graph once per (y, tensor), however
-    many functions are created; a finalized graph is run through an in-memory copy.
+    many functions are created; a finalized graph is run through an in-memory copy, fed the
+    variables' current values (read from ``session`` in one more run) on every call.
     """
     return _call_model_function(graph, session, y, x, conv_layer)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 import pytest
 
@@ -17,13 +19,13 @@ SIZE, CLASSES = 8, 4
 
 
 class CountingSession:
-    """A session proxy that counts run() calls."""
+    """A session proxy that counts run() calls and keeps the last one's arguments."""
 
     def __init__(self, session):
         self.session, self.graph, self.runs = session, session.graph, 0
 
     def run(self, *args, **kwargs):
-        self.runs += 1
+        self.runs, self.last = self.runs + 1, (args, kwargs)
         return self.session.run(*args, **kwargs)
 
 
@@ -131,6 +133,73 @@ def test_guided_backprop_is_exact_for_relu_and_relu6(relu6):
     assert not relu6 or (pre_v >= 6).any()
     out = salplug.explain(TF1Model(graph, session, x_t, y_t), x, "guided_backprop", target=targets)
     np.testing.assert_allclose(out.canonical, (g * keep) @ w1.T, rtol=1e-4, atol=1e-5)
+
+
+def dense_relu_graph(resource: bool):
+    """y = relu(x @ w1 + b) @ w2 with variables w1, w2; ``assign(w1, w2)`` loads new values."""
+    graph = tf.Graph()
+    with graph.as_default():
+        x_t = v1.placeholder(tf.float32, [None, 6], name="x")
+        w1_t = v1.get_variable("w1", [6, 12], use_resource=resource)
+        w2_t = v1.get_variable("w2", [12, 3], use_resource=resource)
+        y_t = tf.matmul(tf.nn.relu(tf.matmul(x_t, w1_t) + 0.5), w2_t)
+        news = [v1.placeholder(tf.float32, w.shape) for w in (w1_t, w2_t)]
+        assign = [w.assign(n) for w, n in zip((w1_t, w2_t), news)]
+        init = v1.global_variables_initializer()
+    session = v1.Session(graph=graph)
+    session.run(init)
+
+    def load(w1, w2):
+        session.run(assign, dict(zip(news, (w1.astype(np.float32), w2.astype(np.float32)))))
+
+    return TF1Model(graph, session, x_t, y_t), load
+
+
+def dense_relu_gradients(x, targets, w1, w2, guided):
+    """d y_t / d x of ``dense_relu_graph`` by hand: W1 (g * [pre > 0] (* [g > 0] if guided)), g = W2[:, t]."""
+    g = w2[:, targets].T
+    keep = (x @ w1 + 0.5 > 0) & ((g > 0) if guided else True)
+    return (g * keep) @ w1.T
+
+
+@pytest.mark.parametrize("resource", [True, False])
+def test_guided_backprop_and_a_finalized_graph_use_the_current_weights(resource):
+    model, load = dense_relu_graph(resource)
+    rng = np.random.default_rng(5)
+    x = rng.uniform(-2, 2, (4, 6)).astype(np.float32)
+    targets = np.array([0, 1, 2, 1])
+    weights = [(rng.normal(0, 1, (6, 12)), rng.normal(0, 1, (12, 3))) for _ in range(3)]
+    load(*weights[0])
+    salplug.explain(model, x, "guided_backprop", target=targets)  # the guided copy is built here
+    from salplug.backends import tf1 as tf1_backend
+
+    (copy,) = tf1_backend._COPIES[model.session].values()
+    copy_nodes = len(copy.graph.get_operations())
+    load(*weights[1])  # e.g. a training step
+    out = salplug.explain(model, x, "guided_backprop", target=targets).canonical
+    np.testing.assert_allclose(out, dense_relu_gradients(x, targets, *weights[1], guided=True), rtol=1e-4, atol=1e-5)
+    assert len(copy.graph.get_operations()) == copy_nodes  # fed, not rebuilt
+    model.graph.finalize()
+    salplug.explain(model, x, "gradients", target=targets)  # the finalized graph's copy is built here
+    load(*weights[2])
+    grads = salplug.explain(model, x, "gradients", target=targets).canonical
+    np.testing.assert_allclose(grads, dense_relu_gradients(x, targets, *weights[2], guided=False), rtol=1e-4, atol=1e-5)
+    guided = salplug.explain(model, x, "guided_backprop", target=targets).canonical
+    np.testing.assert_allclose(guided, dense_relu_gradients(x, targets, *weights[2], guided=True), rtol=1e-4, atol=1e-5)
+
+
+def test_a_dropped_session_takes_its_cached_copy_with_it():
+    import gc
+
+    from salplug.backends import tf1 as tf1_backend
+
+    model, _ = dense_relu_graph(resource=True)
+    salplug.explain(model, np.ones((1, 6), np.float32), "guided_backprop", target=0)
+    session = weakref.ref(model.session)
+    assert session() in tf1_backend._COPIES
+    del model, _
+    gc.collect()
+    assert session() is None  # the copy (which reads the session's variables) does not keep it alive
 
 
 def test_logits_with_per_row_targets_and_top1():
@@ -355,10 +424,13 @@ def test_run_fetches_on_a_finalized_graph_uses_the_in_memory_copy():
     got = raw_adapter(model, y=y).run_fetches(x, ["y", "input_gradients", "layer_gradients"])
     for value, want in zip(got, expected):
         np.testing.assert_allclose(value, want, rtol=1e-5, atol=1e-7)
-    runs = model.session.runs  # the user's session read the variables once, for the copy
+    runs = model.session.runs
     for _ in range(3):
         raw_adapter(model, y=y).run_fetches(x, ["input_gradients"])
-    assert model.session.runs == runs  # the copy's own session runs it
+    assert model.session.runs == runs + 3  # per call, one run of the user's session reads the variables
+    (reads,), kwargs = model.session.last  # (the copy's own session runs the gradients)
+    assert not kwargs and sorted(reads) == ["w1/Read/ReadVariableOp:0", "w2/Read/ReadVariableOp:0",
+                                            "wd/Read/ReadVariableOp:0"]
 
 
 def _rows_per_gradient_call(explainer):

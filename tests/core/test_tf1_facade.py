@@ -1,6 +1,7 @@
 """salplug.tf1 runs on salplug's ``tf1`` backend: equal to upstream ``saliency.tf1``, gradient ops
 built once by the backend (under its ``salplug/`` name scope), finalized graphs through the
-backend's in-memory copy, one session.run per call_model_function call, feeds passed through.
+backend's in-memory copy, one session.run per call_model_function call on the caller's graph,
+feeds passed through, copies fed the current weights.
 """
 
 from __future__ import annotations
@@ -146,6 +147,43 @@ def test_a_hundred_calls_add_no_graph_node_after_the_first():
             np.testing.assert_array_equal(out, first[i % len(runs)])
     assert len(graph.get_operations()) == nodes
     assert len(copy.graph.get_operations()) == copy_nodes
+
+
+def weight_loader(g: dict):
+    """A function that loads new random values (from a seed) into g's variables; ops built now."""
+    graph, sess = g["graph"], g["sess"]
+    with graph.as_default():
+        variables = v1.global_variables()
+        news = [v1.placeholder(v.dtype.base_dtype, v.shape) for v in variables]
+        assign = [v.assign(n) for v, n in zip(variables, news)]
+
+    def load(seed):
+        rng = np.random.default_rng(seed)
+        sess.run(assign, {n: rng.normal(0, 0.5, n.shape.as_list()).astype(np.float32) for n in news})
+
+    return load
+
+
+def test_every_call_uses_the_current_weights_as_upstream_objects_built_after_the_update(tmp_path):
+    up = pytest.importorskip("saliency.tf1", reason="the upstream `saliency` package is the oracle here")
+    g, twin = make_graph(), make_graph()  # twin: upstream's graph, loaded with the same new weights
+    load, load_twin = weight_loader(g), weight_loader(twin)
+    x, feed = image(), {g["label"]: 2}
+    gbp = sp.GuidedBackprop(g["graph"], g["sess"], g["y_scalar"], g["x"])
+    first = gbp.GetMask(x, feed_dict=feed)  # builds the guided copy
+    g["graph"].finalize()
+    sp.GradientSaliency(g["graph"], g["sess"], g["y"], g["x"]).GetMask(x)  # builds the finalized graph's copy
+    load(7)
+    load_twin(7)
+    expected = up.GuidedBackprop(twin["graph"], twin["sess"], twin["y_scalar"], twin["x"],
+                                 tmp_ckpt_path=str(tmp_path / "ckpt")).GetMask(x, feed_dict={twin["label"]: 2})
+    assert not np.allclose(first, expected, rtol=RTOL, atol=ATOL)  # the update matters
+    fresh = sp.GuidedBackprop(g["graph"], g["sess"], g["y_scalar"], g["x"]).GetMask(x, feed_dict=feed)
+    np.testing.assert_allclose(fresh, expected, rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(gbp.GetMask(x, feed_dict=feed), expected, rtol=RTOL, atol=ATOL)  # old object too
+    grads = sp.GradientSaliency(g["graph"], g["sess"], g["y"], g["x"]).GetMask(x)
+    np.testing.assert_allclose(grads, up.GradientSaliency(twin["graph"], twin["sess"], twin["y"], twin["x"]).GetMask(x),
+                               rtol=RTOL, atol=ATOL)
 
 
 # -- sessions and feeds ----------------------------------------------------------------------------
