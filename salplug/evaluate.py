@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ParameterError
+from .errors import ParameterError, SalplugError
 from .registry import instantiate, resolve_keywords
 
 __all__ = ["DEFAULT_METHODS", "DEFAULT_METRICS", "EvaluationResult", "evaluate", "evaluate_config"]
@@ -331,22 +331,42 @@ seed {self.seed}. Mean &plusmn; standard deviation over images; &uarr; higher is
 </body></html>
 """
 
-    def save(self, out_dir: str | Path, formats: Sequence[str] = ("csv", "json", "png", "html")) -> dict[str, str]:
-        """Write the table (CSV, JSON), the plots (PNG) and an HTML page linking them."""
-        folder = Path(out_dir)
-        folder.mkdir(parents=True, exist_ok=True)
-        files: dict[str, str] = {}
-        if "csv" in formats:
-            files["csv"] = self.to_csv(folder / "evaluation.csv")
-        if "json" in formats:
-            files["json"] = self.to_json(folder / "evaluation.json")
-        plots = self.plots(folder) if "png" in formats else {}
-        files.update({f"plot:{k}": v for k, v in plots.items()})
-        if "html" in formats:
-            page = folder / "index.html"
-            page.write_text(self.html(plots, {k: v for k, v in files.items() if k in ("csv", "json")}),
-                            encoding="utf-8")
-            files["html"] = str(page)
+    def save(self, out_dir: str | Path, formats: Sequence[str] = ("csv", "json", "png", "html"), *,
+             overwrite: bool = True) -> dict[str, str]:
+        """Write the table (CSV, JSON), the plots (PNG) and an HTML page linking them into ``out_dir``.
+
+        As ``salplug run`` writes: into a hidden folder moved into place at the end; an existing
+        ``out_dir`` is replaced only when salplug wrote it (and ``overwrite``), else ParameterError.
+        """
+        return self._save(out_dir, formats, overwrite=overwrite, where="out_dir", overwrite_key="overwrite",
+                          error=ParameterError)
+
+    def _save(self, out_dir: str | Path, formats: Sequence[str], *, overwrite: bool, where: str,
+              overwrite_key: str, error: type, claim_parent: bool = False) -> dict[str, str]:
+        from .runner import _Staging, check_destination
+
+        final = check_destination(out_dir, overwrite=overwrite, where=where, overwrite_key=overwrite_key,
+                                  error=error)
+        staging = _Staging(final, where, claim_parent=claim_parent, error=error)
+        try:
+            folder = staging.path
+            files: dict[str, str] = {}
+            if "csv" in formats:
+                files["csv"] = self.to_csv(folder / "evaluation.csv")
+            if "json" in formats:
+                files["json"] = self.to_json(folder / "evaluation.json")
+            plots = self.plots(folder) if "png" in formats else {}
+            files.update({f"plot:{k}": v for k, v in plots.items()})
+            if "html" in formats:
+                page = folder / "index.html"
+                page.write_text(self.html(plots, {k: v for k, v in files.items() if k in ("csv", "json")}),
+                                encoding="utf-8")
+                files["html"] = str(page)
+            staging.commit()
+        except BaseException:
+            staging.discard()
+            raise
+        files = {k: str(final / Path(v).name) for k, v in files.items()}
         self.files.update(files)
         return files
 
@@ -366,6 +386,12 @@ def _relabel(result: Any, label: str, name: str) -> Any:
         higher_is_better={mapping.get(k, k): v for k, v in result.higher_is_better.items()},
         curves={mapping.get(k, f"{label}.{k}"): v for k, v in result.curves.items()},
         summary={f"{label}.{k}": v for k, v in result.summary.items()})
+
+
+def _model_failure(where: str, exc: Exception) -> SalplugError:
+    from .runner import model_failure
+
+    return model_failure(where, exc)
 
 
 def _fmt(value: Any) -> str:
@@ -453,6 +479,10 @@ def evaluate(model: Any, images: Any, methods: Any = DEFAULT_METHODS, metrics: A
     if not (method_specs or maps) or not metric_specs:
         raise ParameterError("evaluate needs at least one method and one metric.")
 
+    if out_dir is not None:
+        from .runner import check_destination
+
+        check_destination(out_dir, where="out_dir", overwrite_key="overwrite", error=ParameterError)
     adapter = create_adapter(host, model, backend, **dict(backend_options or {}))
     size = int(batch_size or getattr(adapter, "default_batch_size", DEFAULT_BATCH_SIZE))
     x, info = _images_to_canonical(adapter, images, layout)
@@ -499,7 +529,12 @@ def evaluate(model: Any, images: Any, methods: Any = DEFAULT_METHODS, metrics: A
         plan_metrics.append((label, metric, full))
 
     # 2. targets (a forward pass for top-1), then the checks that need them
-    targets = resolve_targets(adapter, x_in, target, size)
+    try:
+        targets = resolve_targets(adapter, x_in, target, size)
+    except SalplugError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the user's model may raise anything
+        raise _model_failure("predicting the images' classes", exc) from exc
     for mlabel, metric, full in plan_metrics:
         if hasattr(metric, "check"):
             try:
@@ -530,7 +565,12 @@ def evaluate(model: Any, images: Any, methods: Any = DEFAULT_METHODS, metrics: A
             if name is None:
                 attributions[label] = given[label]
             else:
-                out = run_method(ctx, name, x_in, targets, full, checked=True)
+                try:
+                    out = run_method(ctx, name, x_in, targets, full, checked=True)
+                except SalplugError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - the user's model may raise anything
+                    raise _model_failure(f"method {label!r} ({name})", exc) from exc
                 attributions[label] = np.asarray(out.values, np.float32)
             method_info[label] = {"method": name or "(given map)", "params": full or {},
                                   "seconds": time.perf_counter() - begin, "metric_seconds": {}}
@@ -548,7 +588,12 @@ def evaluate(model: Any, images: Any, methods: Any = DEFAULT_METHODS, metrics: A
                 if bar is not None:
                     bar.set_postfix_str(f"{label} / {mlabel}")
                 begin = time.perf_counter()
-                result = metric.evaluate(mctx, x, targets, attributions[label], **mparams)
+                try:
+                    result = metric.evaluate(mctx, x, targets, attributions[label], **mparams)
+                except SalplugError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - the user's model may raise anything
+                    raise _model_failure(f"metric {mlabel!r} on method {label!r}", exc) from exc
                 results[(label, mlabel)] = _relabel(result, mlabel, metric.name)
                 method_info[label]["metric_seconds"][mlabel] = time.perf_counter() - begin
                 if bar is not None:
@@ -584,11 +629,13 @@ def evaluate_config(config: Any, *, host: Any = None, quiet: bool = False, metri
     The model, photos, target, seed and methods (``explanations``) come from the config; the
     metrics from its ``evaluation`` section when the config model has one (``metrics``, ``folder``,
     ``include_random``, ``batch_size``) or from ``metrics``; results go to ``out_dir`` (default:
-    ``<outputs.folder>/evaluation``).
+    ``<outputs.folder>/evaluation``), checked before the model loads and written as ``salplug
+    run`` writes its folder (staged, marked, never over a folder salplug did not write).
     """
     from .api import load_method
+    from .config import ConfigError
     from .plugins import get_host
-    from .runner import _explanation_params, load_model, resolve_inputs
+    from .runner import _explanation_params, check_destination, load_model, resolve_inputs
 
     host = host or get_host()
     section = getattr(config, "evaluation", None)
@@ -596,8 +643,11 @@ def evaluate_config(config: Any, *, host: Any = None, quiet: bool = False, metri
     chosen = metrics if metrics is not None else section.get("metrics") or list(DEFAULT_METRICS)
     for _, name, _ in _specs(chosen, "metric", "metric"):  # unknown names: before loading the model
         host.metrics.get(name)
+    inside_run = not (out_dir or section.get("folder"))  # the default: <outputs.folder>/evaluation
     folder = out_dir or (config.path(section["folder"]) if section.get("folder") else
                          config.path(config.outputs.folder) / "evaluation")
+    overwrite = config.outputs.overwrite
+    folder = check_destination(folder, overwrite=overwrite, where="evaluation.folder")
     loaded = load_model(config, host)
     photos = resolve_inputs(config)
     prepared = [loaded.preprocess(p.pixels) for p in photos]
@@ -616,11 +666,14 @@ def evaluate_config(config: Any, *, host: Any = None, quiet: bool = False, metri
                         "params": _explanation_params(exp, method, loaded, config)})
     target = config.model.target
     target = None if target == "top1" else target
-    return evaluate(loaded.model, images, methods, chosen, backend=loaded.backend, target=target,
-                    preprocess=preprocess, batch_size=section.get("batch_size") or config.model.batch_size,
-                    seed=config.seed, out_dir=folder, include_random=section.get("include_random", True),
-                    progress=not quiet, names=[p.name for p in photos], host=host,
-                    backend_options=loaded.options)
+    result = evaluate(loaded.model, images, methods, chosen, backend=loaded.backend, target=target,
+                      preprocess=preprocess, batch_size=section.get("batch_size") or config.model.batch_size,
+                      seed=config.seed, include_random=section.get("include_random", True),
+                      progress=not quiet, names=[p.name for p in photos], host=host,
+                      backend_options=loaded.options)
+    result._save(folder, ("csv", "json", "png", "html"), overwrite=overwrite, where="evaluation.folder",
+                 overwrite_key="outputs.overwrite", error=ConfigError, claim_parent=inside_run)
+    return result
 
 
 def _fit_preprocess(loaded: Any) -> Callable[[np.ndarray], np.ndarray]:

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from .config import BUILTIN_MODELS, Config, ConfigError, Explanation, Preprocessing
-from .errors import CapabilityError, LayerError, SalplugError, TargetError, closest
+from .errors import CapabilityError, LayerError, ModelOutputError, SalplugError, TargetError, closest
 
 __all__ = ["IMAGE_EXTENSIONS", "LoadedModel", "RunResult", "SAMPLE_IMAGES", "load_model", "load_sample_image",
            "regions", "resolve_inputs", "run"]
@@ -41,6 +41,7 @@ SAMPLE_IMAGES = ("chelsea", "coffee", "astronaut", "rocket", "cat", "coins", "ca
 
 #: File that marks a folder as salplug output (only such folders are replaced by a new run).
 MARKER = ".salplug-output"
+MARKER_TEXT = "salplug output; replaced by the next run into this folder\n"
 
 _BUILTIN_LAYER = {"efficientnet_lite0": "_relu1"}
 _HEATMAP_METHODS = ("grad_cam", "occlusion")
@@ -98,9 +99,20 @@ def _read_image(path: Path, where: str) -> np.ndarray:
 
     try:
         with Image.open(path) as img:
+            if img.mode.startswith("I"):  # 16-bit ("I;16", "I;16B", ...) or 32-bit integer ("I") pixels
+                return _rgb(_wide_integers(np.asarray(img), img.mode, path, where), where)
             return _rgb(np.asarray(img.convert("RGB")), where)
     except (UnidentifiedImageError, OSError) as exc:
         raise ConfigError(f"{where}: {str(path)!r} is not an image Pillow can read ({exc}).") from None
+
+
+def _wide_integers(pixels: np.ndarray, mode: str, path: Path, where: str) -> np.ndarray:
+    """16-bit pixels (0..65535) as floats in [0, 1] (Pillow's RGB conversion would clip them at 255)."""
+    low, high = int(pixels.min()), int(pixels.max())
+    if low < 0 or high > 65535:
+        raise ConfigError(f"{where}: {str(path)!r} holds {mode!r} pixels from {low} to {high}, outside the 16-bit "
+                          f"range 0..65535; save the photo with 8 or 16 bits per channel.")
+    return pixels.astype(np.float64) / 65535.0
 
 
 def resolve_inputs(config: Config) -> list[ImageInput]:
@@ -439,24 +451,48 @@ def _index_html(entries: list[dict[str, Any]], title: str, skipped: list[dict[st
 # Output folder
 # --------------------------------------------------------------------------------------------- #
 def _check_destination(config: Config) -> Path:
-    final = config.path(config.outputs.folder).absolute()
+    return check_destination(config.path(config.outputs.folder), overwrite=config.outputs.overwrite)
+
+
+def check_destination(folder: str | Path, *, overwrite: bool = True, where: str = "outputs.folder",
+                      overwrite_key: str = "outputs.overwrite", error: type[SalplugError] = ConfigError) -> Path:
+    """``folder`` made absolute, once it is sure salplug may write it (:class:`_Staging` does).
+
+    It may be missing (its parents are created), empty, or a folder salplug wrote (when
+    ``overwrite``); never a file or somebody else's folder; its parent must be writable.
+    """
+    final = Path(folder).absolute()
     if final.exists():
         if not final.is_dir():
-            raise ConfigError(f"outputs.folder: {str(final)!r} is a file; choose a folder name.")
+            raise error(f"{where}: {str(final)!r} is a file; choose a folder name.")
         if any(final.iterdir()):
             if not (final / MARKER).exists():
-                raise ConfigError(f"outputs.folder: {str(final)!r} exists and was not written by salplug; choose "
-                                  f"another folder (salplug only replaces its own output folders).")
-            if not config.outputs.overwrite:
-                raise ConfigError(f"outputs.folder: {str(final)!r} exists and outputs.overwrite is false; choose "
-                                  f"another folder or set overwrite = true.")
+                raise error(f"{where}: {str(final)!r} exists and was not written by salplug; choose "
+                            f"another folder (salplug only replaces its own output folders).")
+            if not overwrite:
+                raise error(f"{where}: {str(final)!r} exists and {overwrite_key} is false; choose "
+                            f"another folder or set {overwrite_key} = true.")
+    parent = final.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise error(f"{where}: {str(final)!r} cannot be created: {str(parent)!r} is a file, not a folder; "
+                    f"choose another folder.")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise error(f"{where}: {str(final)!r} cannot be written: no permission to write in {str(parent)!r}; "
+                    f"choose another folder.")
     return final
 
 
 class _Staging:
-    """A hidden temporary folder next to ``final``, moved into place by :meth:`commit`."""
+    """A hidden temporary folder next to ``final``, holding the marker, moved into place by :meth:`commit`.
 
-    def __init__(self, final: Path):
+    ``claim_parent``: also mark ``final``'s parent as salplug output when this created it or it
+    was empty (``salplug evaluate`` writing inside the run's folder).
+    """
+
+    def __init__(self, final: Path, where: str = "outputs.folder", claim_parent: bool = False,
+                 error: type[SalplugError] = ConfigError):
         self.final = final
         self.created: list[Path] = []
         parent = final.parent
@@ -464,10 +500,16 @@ class _Staging:
         while not parent.exists():
             missing.append(parent)
             parent = parent.parent
-        for folder in reversed(missing):
-            folder.mkdir()
-            self.created.append(folder)
-        self.path = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+        try:
+            self.claim = claim_parent and (bool(missing) or not any(final.parent.iterdir()))
+            for folder in reversed(missing):
+                folder.mkdir()
+                self.created.append(folder)
+            self.path = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+            (self.path / MARKER).write_text(MARKER_TEXT, encoding="utf-8")
+        except OSError as exc:
+            self.discard()
+            raise error(f"{where}: cannot write {str(final)!r}: {exc}; choose another folder.") from None
 
     def commit(self) -> None:
         old = None
@@ -477,14 +519,23 @@ class _Staging:
         self.path.rename(self.final)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+        if self.claim and not (self.final.parent / MARKER).exists():
+            (self.final.parent / MARKER).write_text(MARKER_TEXT, encoding="utf-8")
 
     def discard(self) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
+        if hasattr(self, "path"):
+            shutil.rmtree(self.path, ignore_errors=True)
         for folder in reversed(self.created):
             try:
                 folder.rmdir()
             except OSError:
                 break
+
+
+def model_failure(where: str, exc: Exception) -> ModelOutputError:
+    """An exception from the model (or a method running it) as one paragraph naming where it happened."""
+    message = " ".join(str(exc).split()) or "(no message)"
+    return ModelOutputError(f"{where} failed: {type(exc).__name__}: {message}")
 
 
 # --------------------------------------------------------------------------------------------- #
@@ -584,8 +635,10 @@ def run(config: Config, *, host: Any = None, quiet: bool = False, source: str | 
     classes = adapter.num_outputs()
     for t in targets:
         if t is not None and classes is not None and t >= classes:
+            how = getattr(adapter, "num_outputs_guess", None)
+            hint = f" ({classes} is a guess from {how}; if the model has more, set model.options.num_classes)" if how else ""
             raise fail("model.target", TargetError(f"class {t} is out of range: the model has {classes} "
-                                                   f"classes (0..{classes - 1})."))
+                                                   f"classes (0..{classes - 1}){hint}."))
     plan = []
     for i, exp in enumerate(config.explanations):
         where = f"explanations[{i}]"
@@ -614,7 +667,6 @@ def run(config: Config, *, host: Any = None, quiet: bool = False, source: str | 
     staging = _Staging(final)
     try:
         out = staging.path
-        (out / MARKER).write_text("salplug output; replaced by the next run into this folder\n", encoding="utf-8")
         entries = []
         started = time.perf_counter()
         bar = None
@@ -624,7 +676,12 @@ def run(config: Config, *, host: Any = None, quiet: bool = False, source: str | 
             bar = tqdm(total=len(images) * len(plan), desc="salplug", unit="map", file=sys.stderr)
         for image, (x, shown), target in zip(images, prepared, targets):
             batch = x[None]
-            logits = np.asarray(adapter.outputs(adapter.to_canonical(batch, "NHWC")[0]), dtype=np.float64)[0]
+            try:
+                logits = np.asarray(adapter.outputs(adapter.to_canonical(batch, "NHWC")[0]), dtype=np.float64)[0]
+            except SalplugError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the user's model may raise anything
+                raise model_failure(f"{image.name}: predicting its class", exc) from exc
             probs = np.exp(logits - logits.max())
             probs /= probs.sum()
             top = int(np.argmax(logits))
@@ -645,6 +702,8 @@ def run(config: Config, *, host: Any = None, quiet: bool = False, source: str | 
                 except SalplugError as exc:  # say where it happened, keep the type
                     exc.args = (f"{image.name}, explanation {label!r}: {exc}", *exc.args[1:])
                     raise
+                except Exception as exc:  # noqa: BLE001 - the user's model may raise anything
+                    raise model_failure(f"{image.name}, explanation {label!r} (method {method!r})", exc) from exc
                 seconds = time.perf_counter() - begin
                 values = np.asarray(result.canonical[0])
                 files: dict[str, Any] = {}

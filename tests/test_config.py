@@ -155,7 +155,7 @@ def test_layer_that_does_not_exist(project):
 @pytest.mark.parametrize("extra, fragments", [
     ({"explanations_extra": "params = { stepz = 3 }"}, ("explanations[0].params", "no parameter 'stepz'")),
     ({"model_extra": "target = 3.5"}, ("model.target", "class index")),
-    ({"model_extra": "target = 9"}, ("model.target", "out of range", "0..4")),
+    ({"model_extra": "target = 9"}, ("model.target", "out of range", "0..4", "model.options.num_classes")),
     ({"model_extra": "target = [1, 2, 3]"}, ("model.target", "3 class indices", "1 images")),
     ({"outputs_extra": 'formats = ["pgn"]'}, ("outputs.formats[0]", "Did you mean 'png'?")),
     ({"outputs_extra": 'visualizers = ["heatmpa"]'}, ("outputs.visualizers[0]", "Did you mean 'heatmap'?")),

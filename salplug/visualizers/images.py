@@ -45,7 +45,13 @@ def diverging(values, image=None, *, percentile: float = 99) -> np.ndarray:
 
 
 def _as_rgb(image, shape) -> np.ndarray:
-    img = np.asarray(image, dtype=np.float64)
+    """``image`` as RGB floats in [0, 1]: uint8 and other integers are 0..255 (uint16: 0..65535),
+    floats [0, 1] (floats above 1 are taken as 0..255)."""
+    img = np.asarray(image)
+    integers = np.issubdtype(img.dtype, np.integer)
+    if integers:  # by dtype, not by value: a dark uint8 photo (max 1) stays dark
+        img = img.astype(np.float64) / (65535.0 if img.dtype == np.uint16 else 255.0)
+    img = img.astype(np.float64)
     if img.ndim == 3 and img.shape[0] in (1, 3) and img.shape[-1] not in (1, 3):
         img = img.transpose(1, 2, 0)  # CHW -> HWC
     if img.ndim == 2:
@@ -55,7 +61,7 @@ def _as_rgb(image, shape) -> np.ndarray:
     if img.shape[2] == 1:
         img = np.repeat(img, 3, axis=2)
     img = img[..., :3]
-    if img.max() > 1.0:
+    if not integers and img.max() > 1.0:
         img = img / 255.0
     return np.clip(img, 0, 1)
 

@@ -406,3 +406,47 @@ metrics = ["deletion", {metric = "insertion", name = "ins8", params = {steps = 8
     (tmp_path / "bad.toml").write_text(toml.replace("[evaluation]", "[evaluation]\nmetricz = []"))
     bad = CliRunner().invoke(main, ["evaluate", str(tmp_path / "bad.toml"), "-q"])
     assert bad.exit_code == 2 and "evaluation" in bad.output
+
+
+# ---------------------------------------------------------------------------------------------
+# out_dir: written like `salplug run` writes; a model that raises
+# ---------------------------------------------------------------------------------------------
+
+def test_out_dir_is_checked_first_and_never_a_foreign_folder(cnn, tmp_path):
+    from salplug.runner import MARKER
+
+    calls = []
+    cnn.register_forward_hook(lambda *_: calls.append(1))
+    x = np.random.default_rng(0).uniform(0, 1, (2, 16, 16, 3)).astype(np.float32)
+    kw = dict(methods=["gradients"], metrics={"deletion": {"steps": 2}}, backend="torch", target=0, progress=False)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "index.html").write_text("my page")
+    with pytest.raises(ParameterError, match="out_dir: .*not written by salplug"):
+        evaluate(cnn, x, out_dir=mine, **kw)
+    with pytest.raises(ParameterError, match="out_dir: .*is a file, not a folder"):
+        evaluate(cnn, x, out_dir=mine / "index.html" / "ev", **kw)
+    assert calls == [] and (mine / "index.html").read_text() == "my page"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]  # no staging folder left
+    r = evaluate(cnn, x, out_dir=tmp_path / "ev", **kw)
+    assert (tmp_path / "ev" / MARKER).is_file() and r.files["html"] == str(tmp_path / "ev" / "index.html")
+    evaluate(cnn, x, out_dir=tmp_path / "ev", **kw)  # salplug's own folder is replaced
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ev", "mine"]
+    with pytest.raises(ParameterError, match="overwrite is false"):
+        r.save(tmp_path / "ev", overwrite=False)
+
+
+def test_a_model_that_raises_names_the_method(cnn):
+    from salplug.errors import ModelOutputError
+
+    class Broken(type(cnn)):
+        def forward(self, x):
+            if x.requires_grad:
+                raise ValueError("no gradients here")
+            return super().forward(x)
+
+    cnn.__class__ = Broken
+    x = np.random.default_rng(0).uniform(0, 1, (2, 16, 16, 3)).astype(np.float32)
+    with pytest.raises(ModelOutputError, match="method 'gradients'.*ValueError: no gradients here") as info:
+        evaluate(cnn, x, ["gradients"], {"deletion": {"steps": 2}}, backend="torch", target=0, progress=False)
+    assert isinstance(info.value.__cause__, ValueError)  # the model's own traceback stays reachable

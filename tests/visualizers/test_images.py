@@ -66,3 +66,16 @@ def test_save_png_writes_a_readable_image(tmp_path, values):
     gray = save_png(render("grayscale", values), tmp_path / "g.png")
     with Image.open(gray) as img:
         assert img.mode == "L"
+
+
+def test_overlay_reads_the_photo_range_from_its_dtype():
+    """uint8 is 0..255 even when dark (max 1), uint16 0..65535, floats [0, 1]."""
+    values = np.zeros((4, 4, 3))
+    dark = np.ones((4, 4, 3), np.uint8)  # max() == 1, still a uint8 photo: 1/255
+    np.testing.assert_allclose(render("heatmap", values, image=dark, alpha=0.0), 1 / 255)
+    deep = np.full((4, 4, 3), 65535, np.uint16)
+    np.testing.assert_allclose(render("heatmap", values, image=deep, alpha=0.0), 1.0)
+    ints = np.full((4, 4, 3), 51, np.int64)  # plain Python-int arrays: 0..255
+    np.testing.assert_allclose(render("heatmap", values, image=ints, alpha=0.0), 0.2)
+    floats = np.full((4, 4, 3), 0.25)
+    np.testing.assert_allclose(render("heatmap", values, image=floats, alpha=0.0), 0.25)
