@@ -67,3 +67,9 @@ def did_you_mean(name: str, candidates: Iterable[str]) -> str:
     """A ' Did you mean 'x'?' suffix, or an empty string."""
     match = closest(name, candidates)
     return f" Did you mean {match!r}?" if match else ""
+
+
+def model_failure(where: str, exc: Exception) -> ModelOutputError:
+    """An exception from the model (or a method running it) as one paragraph naming where it happened."""
+    message = " ".join(str(exc).split()) or "(no message)"
+    return ModelOutputError(f"{where} failed: {type(exc).__name__}: {message}")

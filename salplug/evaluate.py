@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ParameterError, SalplugError
+from .errors import ParameterError, SalplugError, model_failure
 from .registry import instantiate, resolve_keywords
 
 __all__ = ["DEFAULT_METHODS", "DEFAULT_METRICS", "EvaluationResult", "evaluate", "evaluate_config"]
@@ -343,11 +343,11 @@ seed {self.seed}. Mean &plusmn; standard deviation over images; &uarr; higher is
 
     def _save(self, out_dir: str | Path, formats: Sequence[str], *, overwrite: bool, where: str,
               overwrite_key: str, error: type, claim_parent: bool = False) -> dict[str, str]:
-        from .runner import _Staging, check_destination
+        from .outputs import Staging, check_destination
 
         final = check_destination(out_dir, overwrite=overwrite, where=where, overwrite_key=overwrite_key,
                                   error=error)
-        staging = _Staging(final, where, claim_parent=claim_parent, error=error)
+        staging = Staging(final, where, claim_parent=claim_parent, error=error)
         try:
             folder = staging.path
             files: dict[str, str] = {}
@@ -386,12 +386,6 @@ def _relabel(result: Any, label: str, name: str) -> Any:
         higher_is_better={mapping.get(k, k): v for k, v in result.higher_is_better.items()},
         curves={mapping.get(k, f"{label}.{k}"): v for k, v in result.curves.items()},
         summary={f"{label}.{k}": v for k, v in result.summary.items()})
-
-
-def _model_failure(where: str, exc: Exception) -> SalplugError:
-    from .runner import model_failure
-
-    return model_failure(where, exc)
 
 
 def _fmt(value: Any) -> str:
@@ -480,7 +474,7 @@ def evaluate(model: Any, images: Any, methods: Any = DEFAULT_METHODS, metrics: A
         raise ParameterError("evaluate needs at least one method and one metric.")
 
     if out_dir is not None:
-        from .runner import check_destination
+        from .outputs import check_destination
 
         check_destination(out_dir, where="out_dir", overwrite_key="overwrite", error=ParameterError)
     adapter = create_adapter(host, model, backend, **dict(backend_options or {}))
@@ -534,7 +528,7 @@ def evaluate(model: Any, images: Any, methods: Any = DEFAULT_METHODS, metrics: A
     except SalplugError:
         raise
     except Exception as exc:  # noqa: BLE001 - the user's model may raise anything
-        raise _model_failure("predicting the images' classes", exc) from exc
+        raise model_failure("predicting the images' classes", exc) from exc
     for mlabel, metric, full in plan_metrics:
         if hasattr(metric, "check"):
             try:
@@ -570,7 +564,7 @@ def evaluate(model: Any, images: Any, methods: Any = DEFAULT_METHODS, metrics: A
                 except SalplugError:
                     raise
                 except Exception as exc:  # noqa: BLE001 - the user's model may raise anything
-                    raise _model_failure(f"method {label!r} ({name})", exc) from exc
+                    raise model_failure(f"method {label!r} ({name})", exc) from exc
                 attributions[label] = np.asarray(out.values, np.float32)
             method_info[label] = {"method": name or "(given map)", "params": full or {},
                                   "seconds": time.perf_counter() - begin, "metric_seconds": {}}
@@ -593,7 +587,7 @@ def evaluate(model: Any, images: Any, methods: Any = DEFAULT_METHODS, metrics: A
                 except SalplugError:
                     raise
                 except Exception as exc:  # noqa: BLE001 - the user's model may raise anything
-                    raise _model_failure(f"metric {mlabel!r} on method {label!r}", exc) from exc
+                    raise model_failure(f"metric {mlabel!r} on method {label!r}", exc) from exc
                 results[(label, mlabel)] = _relabel(result, mlabel, metric.name)
                 method_info[label]["metric_seconds"][mlabel] = time.perf_counter() - begin
                 if bar is not None:
@@ -635,7 +629,8 @@ def evaluate_config(config: Any, *, host: Any = None, quiet: bool = False, metri
     from .api import load_method
     from .config import ConfigError
     from .plugins import get_host
-    from .runner import _explanation_params, check_destination, load_model, resolve_inputs
+    from .outputs import check_destination
+    from .runner import _explanation_params, load_model, resolve_inputs
 
     host = host or get_host()
     section = getattr(config, "evaluation", None)

@@ -14,10 +14,7 @@ import importlib
 import importlib.util
 import inspect
 import json
-import os
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,7 +24,8 @@ from typing import Any
 import numpy as np
 
 from .config import BUILTIN_MODELS, Config, ConfigError, Explanation, Preprocessing
-from .errors import CapabilityError, LayerError, ModelOutputError, SalplugError, TargetError, closest
+from .errors import CapabilityError, LayerError, SalplugError, TargetError, closest, model_failure
+from .outputs import Staging, check_destination
 
 __all__ = ["IMAGE_EXTENSIONS", "LoadedModel", "RunResult", "SAMPLE_IMAGES", "load_model", "load_sample_image",
            "regions", "resolve_inputs", "run"]
@@ -39,9 +37,6 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".
 SAMPLE_IMAGES = ("chelsea", "coffee", "astronaut", "rocket", "cat", "coins", "camera", "hubble_deep_field",
                  "immunohistochemistry", "retina", "colorwheel", "logo")
 
-#: File that marks a folder as salplug output (only such folders are replaced by a new run).
-MARKER = ".salplug-output"
-MARKER_TEXT = "salplug output; replaced by the next run into this folder\n"
 
 _BUILTIN_LAYER = {"efficientnet_lite0": "_relu1"}
 _HEATMAP_METHODS = ("grad_cam", "occlusion")
@@ -454,90 +449,6 @@ def _check_destination(config: Config) -> Path:
     return check_destination(config.path(config.outputs.folder), overwrite=config.outputs.overwrite)
 
 
-def check_destination(folder: str | Path, *, overwrite: bool = True, where: str = "outputs.folder",
-                      overwrite_key: str = "outputs.overwrite", error: type[SalplugError] = ConfigError) -> Path:
-    """``folder`` made absolute, once it is sure salplug may write it (:class:`_Staging` does).
-
-    It may be missing (its parents are created), empty, or a folder salplug wrote (when
-    ``overwrite``); never a file or somebody else's folder; its parent must be writable.
-    """
-    final = Path(folder).absolute()
-    if final.exists():
-        if not final.is_dir():
-            raise error(f"{where}: {str(final)!r} is a file; choose a folder name.")
-        if any(final.iterdir()):
-            if not (final / MARKER).exists():
-                raise error(f"{where}: {str(final)!r} exists and was not written by salplug; choose "
-                            f"another folder (salplug only replaces its own output folders).")
-            if not overwrite:
-                raise error(f"{where}: {str(final)!r} exists and {overwrite_key} is false; choose "
-                            f"another folder or set {overwrite_key} = true.")
-    parent = final.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise error(f"{where}: {str(final)!r} cannot be created: {str(parent)!r} is a file, not a folder; "
-                    f"choose another folder.")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise error(f"{where}: {str(final)!r} cannot be written: no permission to write in {str(parent)!r}; "
-                    f"choose another folder.")
-    return final
-
-
-class _Staging:
-    """A hidden temporary folder next to ``final``, holding the marker, moved into place by :meth:`commit`.
-
-    ``claim_parent``: also mark ``final``'s parent as salplug output when this created it or it
-    was empty (``salplug evaluate`` writing inside the run's folder).
-    """
-
-    def __init__(self, final: Path, where: str = "outputs.folder", claim_parent: bool = False,
-                 error: type[SalplugError] = ConfigError):
-        self.final = final
-        self.created: list[Path] = []
-        parent = final.parent
-        missing = []
-        while not parent.exists():
-            missing.append(parent)
-            parent = parent.parent
-        try:
-            self.claim = claim_parent and (bool(missing) or not any(final.parent.iterdir()))
-            for folder in reversed(missing):
-                folder.mkdir()
-                self.created.append(folder)
-            self.path = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-            (self.path / MARKER).write_text(MARKER_TEXT, encoding="utf-8")
-        except OSError as exc:
-            self.discard()
-            raise error(f"{where}: cannot write {str(final)!r}: {exc}; choose another folder.") from None
-
-    def commit(self) -> None:
-        old = None
-        if self.final.exists():
-            old = self.final.with_name(f".{self.final.name}.old-{os.getpid()}-{time.monotonic_ns()}")
-            self.final.rename(old)
-        self.path.rename(self.final)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-        if self.claim and not (self.final.parent / MARKER).exists():
-            (self.final.parent / MARKER).write_text(MARKER_TEXT, encoding="utf-8")
-
-    def discard(self) -> None:
-        if hasattr(self, "path"):
-            shutil.rmtree(self.path, ignore_errors=True)
-        for folder in reversed(self.created):
-            try:
-                folder.rmdir()
-            except OSError:
-                break
-
-
-def model_failure(where: str, exc: Exception) -> ModelOutputError:
-    """An exception from the model (or a method running it) as one paragraph naming where it happened."""
-    message = " ".join(str(exc).split()) or "(no message)"
-    return ModelOutputError(f"{where} failed: {type(exc).__name__}: {message}")
-
-
 # --------------------------------------------------------------------------------------------- #
 # Running
 # --------------------------------------------------------------------------------------------- #
@@ -664,7 +575,7 @@ def run(config: Config, *, host: Any = None, quiet: bool = False, source: str | 
         plan.append((exp, method.name, params, _visualizers_for(exp, method.name, config)))
 
     # 3. the work, into a staging folder
-    staging = _Staging(final)
+    staging = Staging(final)
     try:
         out = staging.path
         entries = []

@@ -413,7 +413,7 @@ metrics = ["deletion", {metric = "insertion", name = "ins8", params = {steps = 8
 # ---------------------------------------------------------------------------------------------
 
 def test_out_dir_is_checked_first_and_never_a_foreign_folder(cnn, tmp_path):
-    from salplug.runner import MARKER
+    from salplug.outputs import MARKER
 
     calls = []
     cnn.register_forward_hook(lambda *_: calls.append(1))
