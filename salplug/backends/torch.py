@@ -67,7 +67,7 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
 
-def _first(model: nn.Module, kind: type) -> nn.Module | None:
+def _first(model: nn.Module, kind: type | tuple[type, ...]) -> nn.Module | None:
     return next((m for m in model.modules() if isinstance(m, kind)), None)
 
 
@@ -122,6 +122,9 @@ class TorchAdapter:
         self.num_outputs_guess = "the model's last Linear layer" if num_classes is None and self._num_classes else None
         conv = _first(model, nn.Conv2d) if isinstance(model, nn.Module) else None
         self.in_channels = conv.in_channels if conv is not None else None
+        first_conv = _first(model, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) if isinstance(model, nn.Module) else None
+        # a 1-D convolutional network takes (N, C, L) batches: not images, so no CHW guess
+        self.signals = isinstance(first_conv, nn.Conv1d)
         self.default_batch_size = CPU_BATCH_SIZE if self.device.type == "cpu" else ACCELERATOR_BATCH_SIZE
         self.max_rows: int | None = None   # learned from out-of-memory errors: rows per model call at most
         self._auto_rows: dict[tuple, int] = {}
@@ -135,6 +138,8 @@ class TorchAdapter:
             arr, kind, device, channels_first = read_array(x), "numpy", None, False
         if self.in_channels is not None:
             check_image_rank(arr, "(C, H, W) / (H, W, C) or a batch (N, C, H, W) / (N, H, W, C)")
+        if layout is None and self.signals and arr.ndim >= 2:
+            layout = "N..."
         canonical, info = numpy_to_canonical(arr, layout or default_layout(arr.ndim, channels_first),
                                              kind=kind, device=device)
         check_channels(canonical, self.in_channels, info, arr.shape)

@@ -232,3 +232,13 @@ def test_zero_dimensional_targets_are_one_class_for_all():
     expected = salplug.explain(model, x, "gradients", target=6).values
     for target in (torch.tensor(6), np.array(6), np.int64(6)):
         torch.testing.assert_close(salplug.explain(model, x, "gradients", target=target).values, expected)
+
+
+def test_a_one_dimensional_convolutional_network_takes_batches_of_signals():
+    torch.manual_seed(5)
+    model = nn.Sequential(nn.Conv1d(2, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(4, 3))
+    x = torch.rand(5, 2, 16, requires_grad=True)
+    model(x)[:, 1].sum().backward()
+    out = salplug.explain(model, x.detach(), "gradients", target=1)
+    assert out.values.shape == (5, 2, 16)
+    torch.testing.assert_close(out.values, x.grad)
