@@ -66,6 +66,7 @@ def main() -> None:
 @main.command("list")
 @click.option("--kind", type=click.Choice(["method", "backend", "visualizer", "metric"]), default=None,
               help="Show one kind only.")
+@_user_errors
 def list_components(kind: str | None) -> None:
     """Every registered method, backend, visualizer and metric, with who provides it."""
     host = _host()
@@ -87,6 +88,7 @@ def list_components(kind: str | None) -> None:
 
 
 @main.command("plugins")
+@_user_errors
 def list_plugins() -> None:
     """Loaded plugins: distribution, version, hooks, and load errors."""
     host = _host()

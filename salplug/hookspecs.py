@@ -13,7 +13,9 @@ Each ``register_*`` hook receives a ``register`` callback; call it once per comp
         register("rise", "my_package.rise:Rise", requires=("scores",), aliases=("RISE",))
 
 ``target`` is a class (or any object) or a lazy ``"package.module:Name"`` string, imported only
-when the component is first used, so discovery never imports torch or tensorflow.
+when the component is first used, so discovery never imports torch or tensorflow. ``aliases``,
+``requires`` and ``provides`` take a tuple of strings or one string. With ``override=True``
+a name replaces the component of that name (its aliases follow), an alias is re-pointed.
 """
 
 from __future__ import annotations
@@ -68,7 +70,9 @@ def register_metrics(register: Callable[..., None]) -> None:
     """Register evaluation metrics.
 
     Call ``register(name, target, *, requires=(), aliases=(), description="", override=False)``.
-    ``target`` is a class or callable that scores an attribution against a model adapter.
+    ``target`` is a class with ``evaluate(ctx, x, targets, attributions, **params)``, instantiated
+    without arguments (or an object with that method, or a ``"module:Class"`` string); a plain
+    function is refused.
     """
 
 

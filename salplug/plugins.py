@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import inspect
 import os
 import pkgutil
 import warnings
@@ -91,6 +92,7 @@ class PluginHost:
         self.strict = strict
         self.registries: dict[str, Registry] = {kind: Registry(kind) for kind in KINDS}
         self.plugins: dict[str, PluginInfo] = {}
+        self._warned_detectors: set[str] = set()
 
     # -- registries ------------------------------------------------------------------------
     @property
@@ -119,6 +121,8 @@ class PluginHost:
                    version: str | None = None, builtin: bool = False) -> bool:
         """Register ``plugin`` and collect its components; on failure, warn and roll back."""
         info = PluginInfo(name, distribution, version, builtin)
+        if self._name_taken(info) or self._object_taken(info, plugin):
+            return False
         self.plugins[name] = info
         if self.pm.is_blocked(name):
             info.error = "blocked"
@@ -126,30 +130,57 @@ class PluginHost:
         try:
             self.pm.register(plugin, name=name)
             self.pm.check_pending()
-        except Exception as exc:  # noqa: BLE001 - isolation is the point
+        except BaseException as exc:  # noqa: BLE001 - isolation is the point
+            _reraise_interrupt(exc)
             self._unregister(name)
-            return self._failed(info, f"invalid hooks: {exc}")
+            return self._failed(info, f"invalid hooks: {_short(exc)}")
         info.hooks = sorted(
             caller.name for caller in self.pm.get_hookcallers(plugin) or () if caller.name
         )
-        added: list[tuple[Registry, str]] = []
+        before = {kind: registry.snapshot() for kind, registry in self.registries.items()}
         try:
             for hook_name, kind in _HOOK_KIND.items():
                 for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
                     if impl.plugin_name == name:
-                        impl.function(register=self._register_callback(kind, info, added))
-        except Exception as exc:  # noqa: BLE001
-            for registry, component_name in added:
-                registry._remove(component_name)
+                        impl.function(register=self._register_callback(kind, info))
+        except BaseException as exc:  # noqa: BLE001
+            _reraise_interrupt(exc)
+            for kind, state in before.items():  # exactly what was there before, overridden built-ins included
+                self.registries[kind].restore(state)
             self._unregister(name)
-            return self._failed(info, f"{type(exc).__name__}: {exc}")
+            return self._failed(info, _describe(exc))
+        return True
+
+    def _name_taken(self, info: PluginInfo) -> bool:
+        """Refuse a plugin whose name another plugin already holds; the holder stays untouched."""
+        holder = self.plugins.get(info.name)
+        if holder is None:
+            return False
+        key = info.name
+        for n in range(2, 1000):  # record the refused one next to the holder, for `salplug plugins`
+            key = f"{info.name} ({_origin(info)})" + (f" #{n}" if n > 2 else "")
+            if key not in self.plugins:
+                break
+        self.plugins[key] = info
+        self._failed(info, f"another plugin already has the name {info.name!r} ({_origin(holder)}); "
+                           f"rename this entry point, or uninstall one of the two distributions", block_hint=False)
+        return True
+
+    def _object_taken(self, info: PluginInfo, plugin: Any) -> bool:
+        """Refuse a module or object that is already registered under another name."""
+        other = self.pm.get_name(plugin) if self.pm.is_registered(plugin) else None
+        if other is None:
+            return False
+        self.plugins[info.name] = info
+        self._failed(info, f"it is the same object as the already loaded plugin {other!r}; "
+                           f"point the entry point at your own module")
         return True
 
     def _unregister(self, name: str) -> None:
         if self.pm.get_plugin(name) is not None:
             self.pm.unregister(name=name)
 
-    def _failed(self, info: PluginInfo, reason: str) -> bool:
+    def _failed(self, info: PluginInfo, reason: str, *, block_hint: bool = True) -> bool:
         who = info.name
         if info.distribution:
             who = f"{info.name!r} from distribution {info.distribution} {info.version or ''}".strip()
@@ -158,15 +189,15 @@ class PluginHost:
         if self.strict or info.builtin:
             raise PluginError(message + " (strict mode: unset SALPLUG_STRICT_PLUGINS to only warn)"
                               if self.strict else message)
-        warnings.warn(message + ". Everything else keeps working; set SALPLUG_BLOCK_PLUGINS="
-                      f"{info.name} to silence this.", PluginLoadWarning, stacklevel=3)
+        hint = f"; set SALPLUG_BLOCK_PLUGINS={info.name} to silence this" if block_hint else ""
+        warnings.warn(f"{message}. Everything else keeps working{hint}.", PluginLoadWarning, stacklevel=3)
         return False
 
-    def _register_callback(self, kind: str, info: PluginInfo, added: list):
+    def _register_callback(self, kind: str, info: PluginInfo):
         registry = self.registries[kind]
         allowed = _METADATA_KEYS[kind]
 
-        def register(name: str, target: Any, *, aliases: tuple[str, ...] | list[str] = (),
+        def register(name: str, target: Any, *, aliases: str | tuple[str, ...] | list[str] = (),
                      override: bool = False, **metadata: Any) -> None:
             unknown = set(metadata) - allowed
             if unknown:
@@ -176,15 +207,13 @@ class PluginHost:
                 )
             if not isinstance(name, str) or not name:
                 raise PluginError(f"a {kind} must be registered under a non-empty string name")
-            if target is None:
-                raise PluginError(f"{kind} {name!r} was registered with target None")
+            _check_target(kind, name, target)
             for key in ("requires", "provides"):
                 if key in metadata:
-                    metadata[key] = frozenset(metadata[key])
+                    metadata[key] = frozenset(_names(metadata[key], kind, name, key))
             component = Component(kind, name, target, info.name, info.distribution, info.version,
-                                  tuple(aliases), metadata)
+                                  _names(aliases, kind, name, "aliases"), metadata)
             registry.add(component, override=override)
-            added.append((registry, name))
 
         return register
 
@@ -200,20 +229,128 @@ class PluginHost:
             dist_name = dist.metadata["Name"] if dist is not None else None
             version = dist.version if dist is not None else None
             if self.pm.is_blocked(ep.name):
-                self.plugins[ep.name] = PluginInfo(ep.name, dist_name, version, error="blocked")
+                self.plugins.setdefault(ep.name, PluginInfo(ep.name, dist_name, version, error="blocked"))
                 continue
+            if self._name_taken(PluginInfo(ep.name, dist_name, version)):
+                continue  # refused before its module is even imported
             try:
                 plugin = ep.load()
-            except Exception as exc:  # noqa: BLE001
+            except BaseException as exc:  # noqa: BLE001 - sys.exit() in a plugin must not end the host
+                _reraise_interrupt(exc)
                 info = PluginInfo(ep.name, dist_name, version)
                 self.plugins[ep.name] = info
-                self._failed(info, f"import failed: {type(exc).__name__}: {exc}")
+                self._failed(info, f"import failed: {_describe(exc)}")
                 continue
             self.add_plugin(plugin, ep.name, distribution=dist_name, version=version)
 
     # -- backend detection -----------------------------------------------------------------
     def detect_backend(self, model: Any) -> str | None:
-        return self.pm.hook.detect_backend(model=model)
+        """The first non-None answer of the plugins' detectors; one that raises is skipped with a warning."""
+        impls = self.pm.hook.detect_backend.get_hookimpls()
+        if any(getattr(i, "hookwrapper", False) or getattr(i, "wrapper", False) for i in impls):
+            return self.pm.hook.detect_backend(model=model)  # wrappers need pluggy's own call loop
+        for impl in reversed(impls):  # pluggy's call order: tryfirst / last registered first
+            try:
+                answer = impl.function(*[{"model": model}[arg] for arg in impl.argnames])
+            except Exception as exc:  # noqa: BLE001 - one broken detector must not break auto-detection
+                self._detector_failed(impl.plugin_name, exc)
+                continue
+            if answer is not None:
+                return answer
+        return None
+
+    def _detector_failed(self, plugin_name: str, exc: Exception) -> None:
+        info = self.plugins.get(plugin_name) or PluginInfo(plugin_name)
+        who = f"{plugin_name!r}" + (f" from {_origin(info)}" if info.distribution else "")
+        message = (f"salplug plugin {who}: its detect_backend hook raised {_describe(exc)}; it was skipped and "
+                   f"the other detectors answered. Pass backend= explicitly, fix the plugin, or block it with "
+                   f"SALPLUG_BLOCK_PLUGINS={plugin_name}.")
+        if self.strict:
+            raise PluginError(message + " (strict mode: unset SALPLUG_STRICT_PLUGINS to only warn)") from exc
+        if plugin_name not in self._warned_detectors:
+            self._warned_detectors.add(plugin_name)
+            warnings.warn(message, PluginLoadWarning, stacklevel=3)
+
+
+def _reraise_interrupt(exc: BaseException) -> None:
+    """Let Ctrl-C (and interpreter shutdown) through; everything else a plugin raises is its failure."""
+    if isinstance(exc, (KeyboardInterrupt, GeneratorExit)):
+        raise exc
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, SystemExit):
+        return f"the plugin called sys.exit({exc.code!r})"
+    return f"{type(exc).__name__}: {_short(exc)}"
+
+
+def _short(exc: BaseException, limit: int = 500) -> str:
+    """``str(exc)`` cut to ``limit`` characters (pluggy's messages can list every plugin)."""
+    text = str(exc)
+    return text if len(text) <= limit else text[:limit] + " [...]"
+
+
+def _origin(info: PluginInfo) -> str:
+    if info.builtin:
+        return "built into salplug"
+    if info.distribution:
+        return f"distribution {info.distribution} {info.version or ''}".strip()
+    return "no distribution"
+
+
+def _names(value: Any, kind: str, name: str, key: str) -> tuple[str, ...]:
+    """A str is one item; otherwise an iterable of non-empty strings."""
+    items = (value,) if isinstance(value, str) else value
+    try:
+        items = tuple(items)
+    except TypeError:
+        items = None
+    if items is None or not all(isinstance(i, str) and i for i in items):
+        raise PluginError(f"register({name!r}, ...) for a {kind}: {key}= must be a string or a tuple of "
+                          f"non-empty strings, not {value!r}.")
+    return items
+
+
+#: What a non-lazy target must look like, per kind (the method / metric protocol, or a callable).
+_TARGET_RULES = {"method": "explain", "metric": "evaluate", "visualizer": None, "backend": None}
+
+
+def _check_target(kind: str, name: str, target: Any) -> None:
+    """Reject a target salplug could never use, now rather than at a user's first call."""
+    if target is None:
+        raise PluginError(f"{kind} {name!r} was registered with target None")
+    if isinstance(target, str):
+        if not target.strip():
+            raise PluginError(f"{kind} {name!r} was registered with an empty target string")
+        return  # lazy: checked when first used
+    attr = _TARGET_RULES[kind]
+    if isinstance(target, type):
+        if attr and not callable(getattr(target, attr, None)):
+            raise PluginError(f"{kind} {name!r}: the class {target.__name__} has no {attr}() method.")
+        if kind != "backend":
+            _check_no_arg_class(kind, name, target)
+        return
+    if attr is None:
+        if not callable(target):
+            raise PluginError(f"{kind} {name!r}: the target must be a callable, a class or a "
+                              f"\"module:Name\" string, not {type(target).__name__}.")
+    elif not callable(getattr(target, attr, None)):
+        raise PluginError(f"{kind} {name!r}: the target must be a class (instantiated without arguments), an "
+                          f"object with an {attr}() method, or a \"module:Name\" string, not "
+                          f"{type(target).__name__}.")
+
+
+def _check_no_arg_class(kind: str, name: str, cls: type) -> None:
+    try:
+        signature = inspect.signature(cls)
+    except (TypeError, ValueError):  # builtins without a signature: nothing to check
+        return
+    try:
+        signature.bind()
+    except TypeError as exc:
+        raise PluginError(f"{kind} {name!r}: salplug instantiates {cls.__name__} without arguments, but "
+                          f"{cls.__name__}{signature} needs some ({exc}). Give its parameters defaults, or "
+                          f"take them as keyword parameters of {_TARGET_RULES[kind] or '__call__'}() instead.") from None
 
 
 def get_plugin_manager(*, autoload: bool | None = None, blocked: list[str] | tuple[str, ...] | None = None,

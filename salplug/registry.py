@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .errors import (
@@ -96,8 +96,14 @@ class Registry:
         self._aliases: dict[str, str] = {}
 
     def add(self, component: Component, *, override: bool = False) -> None:
-        """Register ``component``; a clash with another plugin is an error unless ``override``."""
-        for key in (component.name, *component.aliases):
+        """Register ``component``; a clash with another plugin is an error unless ``override``.
+
+        With ``override``, the name replaces the component of that name (whose aliases then
+        point to the newcomer) and each alias is re-pointed; no other component is removed.
+        An alias that is another component's *name* is always an error.
+        """
+        name, aliases = component.name, tuple(dict.fromkeys(a for a in component.aliases if a != component.name))
+        for key in (name, *aliases):
             owner = self._resolve(key)
             if owner is None:
                 continue
@@ -108,17 +114,39 @@ class Registry:
                     f"{component.plugin!r}). Rename one, block one with "
                     f"SALPLUG_BLOCK_PLUGINS, or pass override=True in the later register() call."
                 )
-            self._remove(owner.name)
-        self._items[component.name] = component
+            if key != name and key == owner.name and owner.name != name:
+                raise DuplicateComponentError(
+                    f"alias {key!r} of {self.kind} {name!r} (plugin {component.plugin!r}) is the name of "
+                    f"the {self.kind} {owner.name!r} from {owner.provider}; override=True re-points aliases "
+                    f"but never removes another component. Register under the name {key!r} to replace it, "
+                    f"or choose another alias."
+                )
+        inherited: tuple[str, ...] = ()
+        replaced = self._items.get(name)
+        if replaced is not None:  # override by name: keep the old aliases, pointing to the newcomer
+            inherited = tuple(a for a in replaced.aliases if self._aliases.get(a) == name)
+        for key in (name, *aliases):  # re-point aliases held by other components
+            holder = self._aliases.get(key)
+            if holder is not None and holder != name:
+                self._drop_alias(key)
+        component.aliases = tuple(dict.fromkeys((*aliases, *inherited)))
+        self._items[name] = component
         for alias in component.aliases:
-            self._aliases[alias] = component.name
+            self._aliases[alias] = name
 
-    def _remove(self, name: str) -> None:
-        old = self._items.pop(name, None)
-        if old is not None:
-            for alias in old.aliases:
-                if self._aliases.get(alias) == name:
-                    del self._aliases[alias]
+    def _drop_alias(self, alias: str) -> None:
+        """Detach ``alias`` from the component it points to (a copy without it replaces that component)."""
+        holder = self._aliases.pop(alias)
+        old = self._items[holder]
+        self._items[holder] = replace(old, aliases=tuple(a for a in old.aliases if a != alias))
+
+    def snapshot(self) -> tuple[dict[str, Component], dict[str, str]]:
+        """The registry's state, for ``restore`` (components are never mutated once registered)."""
+        return dict(self._items), dict(self._aliases)
+
+    def restore(self, state: tuple[dict[str, Component], dict[str, str]]) -> None:
+        """Put back exactly what ``snapshot`` saw: components and aliases."""
+        self._items, self._aliases = dict(state[0]), dict(state[1])
 
     def _resolve(self, name: str) -> Component | None:
         key = self._aliases.get(name, name)
@@ -166,7 +194,23 @@ class Registry:
 def instantiate(component: Component, adapter: Any) -> Any:
     """Load ``component``, instantiate it (when a class) and check ``adapter`` provides what it requires."""
     target = component.load()
-    obj = target() if isinstance(target, type) else target
+    who = f"{component.kind.capitalize()} {component.name!r} (from {component.provider})"
+    if isinstance(target, type):
+        try:
+            inspect.signature(target).bind()
+        except TypeError as exc:
+            raise PluginError(f"{who}: salplug instantiates {target.__name__} without arguments, but it needs "
+                              f"some ({exc}). Fix the plugin: give them defaults.") from None
+        except ValueError:  # no signature to inspect
+            pass
+        obj = target()
+    else:
+        obj = target
+    attr = "evaluate" if component.kind == "metric" else "explain"
+    if not callable(getattr(obj, attr, None)):
+        raise PluginError(f"{who} is a {type(obj).__name__} without an {attr}() method; a {component.kind} "
+                          f"target must be a class with {attr}() (or an instance of one). Fix the plugin's "
+                          f"register() call.")
     requires = frozenset(component.metadata.get("requires", ())) | frozenset(getattr(obj, "requires", ()))
     missing = requires - frozenset(adapter.provides)
     if missing:

@@ -85,7 +85,7 @@ def test_plugin_whose_hook_raises_is_rolled_back(tmp_path, monkeypatch):
         import salplug
         @salplug.hookimpl
         def register_methods(register):
-            register("half_registered", object)
+            register("half_registered", salplug.Method)
             raise ValueError("hook exploded")
     """
     make_distribution(tmp_path, monkeypatch, "salplug-raising", "2.0", "sp_raising", source)
@@ -133,7 +133,7 @@ def test_duplicate_names_error_naming_both_plugins(host):
     class P1:
         @salplug.hookimpl
         def register_methods(self, register):
-            register("gradients", object)
+            register("gradients", salplug.Method)
 
     host.strict = True
     with pytest.raises(PluginError, match=r"registered twice.*salplug.*'p1'"):
@@ -180,7 +180,7 @@ def test_register_rejects_unknown_keywords(host):
     class Bad:
         @salplug.hookimpl
         def register_methods(self, register):
-            register("x", object, provides=("scores",))
+            register("x", salplug.Method, provides=("scores",))
 
     with pytest.warns(PluginLoadWarning, match="unknown keyword"):
         assert host.add_plugin(Bad(), "bad") is False
