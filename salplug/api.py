@@ -71,8 +71,29 @@ def run_method(ctx: Context, name: str, x: np.ndarray, targets: Targets,
             f"{who} returned values of shape {out.values.shape} for a batch of "
             f"{x.shape[0]} inputs; a method must return one map per input (batch first)."
         )
+    _check_map_shape(who, out.values.shape, x.shape, coarse=full.get("should_resize") is False)
+    if not np.isfinite(out.values).all():
+        raise ModelOutputError(f"{who} returned NaN or infinite values; the model's outputs or "
+                               f"gradients may be non-finite for this input, or the method is wrong.")
     out.extras.setdefault("params", full)
     return out
+
+
+def _check_map_shape(who: str, shape: tuple[int, ...], x_shape: tuple[int, ...], coarse: bool) -> None:
+    """Images (N, H, W, C): (N, H, W) or (N, H, W, 1|3|C); other inputs: x's shape, or without its
+    last axis. ``coarse`` (a method called with should_resize=False) lets H, W differ."""
+    if len(x_shape) == 4:
+        n, h, w, c = x_shape
+        spatial_ok = coarse or tuple(shape[1:3]) == (h, w)
+        ok = spatial_ok and (len(shape) == 3 or (len(shape) == 4 and shape[3] in (1, 3, c)))
+        want = (f"(N, H, W) or (N, H, W, k), channels last: here ({n}, {h}, {w}) or ({n}, {h}, {w}, k) "
+                f"with k in {sorted({1, 3, c})}")
+    else:
+        ok = tuple(shape) == tuple(x_shape) or (len(x_shape) > 2 and tuple(shape) == tuple(x_shape[:-1]))
+        want = str(tuple(x_shape))
+    if not ok:
+        raise ModelOutputError(f"{who} returned values of shape {tuple(shape)} for canonical inputs of "
+                               f"shape {tuple(x_shape)}; a method must return one map per input, {want}.")
 
 
 def _is_int(value: Any) -> bool:
@@ -194,6 +215,7 @@ class Explainer:
             backend=self.adapter.name,
             extras=extras,
             batched=info.batched,
+            host=self.host,
         )
 
 

@@ -462,8 +462,9 @@ def check_method(method: Any, *, params: Mapping[str, Any] | None = None, x: np.
     plugins : extra plugins for the default host, e.g. ``{"mine": my_package.plugin}``.
     name : registration name for a class (default ``checked_<classname>``).
     batch_size : rows per model call in the main run (small, so inner work spans batches).
-    expected_shape : exact output shape (a tuple, or a callable of ``x``); default: batch
-        first with ``x``'s height and width, i.e. (N, H, W) or (N, H, W, k).
+    expected_shape : exact output shape (a tuple, or a callable of ``x``), for a stricter check
+        within what ``explain()`` accepts (docs/plugins.md); default: batch first with ``x``'s
+        height and width, i.e. (N, H, W) or (N, H, W, k).
     check_batch : compare the batch with single-input runs and other batch sizes.
     bad_params : parameter sets that must be rejected (a SalplugError) before any model call.
     seed_param : the name of the method's seed parameter, if it has one.
@@ -575,7 +576,7 @@ def check_method(method: Any, *, params: Mapping[str, Any] | None = None, x: np.
         if not ok:
             _fail(who, f"returned shape {values.shape} for inputs {x.shape} (N, H, W, C); maps must be "
                        f"(N, H, W) or (N, H, W, k), channels last, in the inputs' height and width "
-                       f"(pass expected_shape= if the method returns another shape on purpose).")
+                       f"(explain() rejects other shapes; see docs/plugins.md).")
     if not np.isfinite(values).all():
         _fail(who, f"returned {int((~np.isfinite(values)).sum())} NaN or infinite values.")
 

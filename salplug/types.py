@@ -231,6 +231,7 @@ class Attribution:
     backend: str
     extras: dict[str, Any] = field(default_factory=dict)
     batched: bool = True
+    host: PluginHost | None = field(default=None, repr=False, compare=False)  # the host that made it
 
     def numpy(self) -> np.ndarray:
         """Canonical float32 values, batch first and channels last."""
@@ -239,16 +240,20 @@ class Attribution:
     def __len__(self) -> int:
         return len(self.canonical)
 
-    def visualize(self, kind: str = "grayscale", index: int = 0, image: Any = None,
-                  **params: Any) -> np.ndarray:
-        """Render sample ``index`` with a registered visualizer; returns an array in [0, 1]."""
+    def visualize(self, kind: str = "grayscale", index: int = 0, image: Any = None, *,
+                  host: PluginHost | None = None, **params: Any) -> np.ndarray:
+        """Render sample ``index`` with visualizer ``kind``; returns floats in [0, 1].
+
+        ``host``: the plugin host to look ``kind`` up in (default: the host that made this
+        Attribution, else the process-wide one). ``params`` go to the visualizer.
+        """
         from .visualizers import render
 
-        return render(kind, self.canonical[index], image=image, **params)
+        return render(kind, self.canonical[index], image=image, host=host or self.host, **params)
 
-    def save(self, path: str, kind: str = "grayscale", index: int = 0, image: Any = None,
-             **params: Any) -> str:
-        """Render sample ``index`` and write it as a PNG; returns the path."""
+    def save(self, path: str, kind: str = "grayscale", index: int = 0, image: Any = None, *,
+             host: PluginHost | None = None, **params: Any) -> str:
+        """Render sample ``index`` (as ``visualize``, same ``host``) and write a PNG; returns the path."""
         from .visualizers import save_png
 
-        return save_png(self.visualize(kind, index, image, **params), path)
+        return save_png(self.visualize(kind, index, image, host=host, **params), path)

@@ -222,3 +222,77 @@ def test_explainer_explain_checks_its_batch_size_before_any_model_call(counted, 
     with pytest.raises(ParameterError, match="batch_size must be a positive int"):
         ex.explain(torch.rand(2, 3, 8, 8), "gradients", target=0, batch_size=batch_size)
     assert counted.calls == 0
+
+
+class _Returns:
+    """A plugin method that returns ``fn(x)``."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def explain(self, ctx, x, targets, *, should_resize=True):
+        return self.fn(x)
+
+
+BAD_METHOD_OUTPUTS = [
+    ("wrong_hw", lambda x: np.zeros((len(x), 3, 3, 3), np.float32), "shape \\(2, 3, 3, 3\\)"),
+    ("per_row_scalar", lambda x: np.zeros(len(x), np.float32), "shape \\(2,\\)"),
+    ("extra_dim", lambda x: x[:, None], "shape \\(2, 1, 8, 8, 3\\)"),
+    ("odd_channels", lambda x: np.zeros((*x.shape[:3], 5), np.float32), "k in \\[1, 3\\]"),
+    ("all_nan", lambda x: np.full(x.shape, np.nan, np.float32), "NaN or infinite"),
+    ("one_inf", lambda x: np.where(np.arange(x.size).reshape(x.shape) == 5, np.inf, 0.0), "NaN or infinite"),
+]
+
+
+def _returning_host(fns):
+    class Plugin:
+        @salplug.hookimpl
+        def register_methods(self, register):
+            for name, fn in fns.items():
+                register(name, _Returns(fn))
+
+    return salplug.get_plugin_manager(autoload=False, plugins={"shapes": Plugin()})
+
+
+@pytest.mark.parametrize("name,fn,match", BAD_METHOD_OUTPUTS, ids=[c[0] for c in BAD_METHOD_OUTPUTS])
+def test_method_output_of_the_wrong_shape_or_not_finite_is_a_model_output_error(name, fn, match):
+    host = _returning_host({name: fn})
+    with pytest.raises(salplug.ModelOutputError, match=f"^Method '{name}' \\(from shapes\\).*{match}"):
+        salplug.explain(make_cnn(seed=1), torch.rand(2, 3, 8, 8), name, target=0, host=host)
+
+
+def test_method_output_shapes_the_built_ins_use_are_accepted():
+    host = _returning_host({
+        "hw": lambda x: np.ones(x.shape[:3], np.float32),
+        "hw1": lambda x: np.ones((*x.shape[:3], 1), np.float32),
+        "hwc": lambda x: np.ones(x.shape, np.float32),
+        "coarse": lambda x: np.ones((len(x), 2, 2), np.float32),
+    })
+    model, x = make_cnn(seed=1), torch.rand(2, 3, 8, 8)
+    assert tuple(salplug.explain(model, x, "hw", target=0, host=host).values.shape) == (2, 8, 8)
+    assert tuple(salplug.explain(model, x, "hw1", target=0, host=host).values.shape) == (2, 1, 8, 8)
+    assert tuple(salplug.explain(model, x, "hwc", target=0, host=host).values.shape) == (2, 3, 8, 8)
+    # a coarser map only when the method was asked not to resize (Grad-CAM's should_resize=False)
+    with pytest.raises(salplug.ModelOutputError, match="shape \\(2, 2, 2\\)"):
+        salplug.explain(model, x, "coarse", target=0, host=host)
+    assert salplug.explain(model, x, "coarse", target=0, host=host, should_resize=False).values.shape[1:] == (2, 2)
+    cam = salplug.explain(model, x, "grad_cam", target=0, layer="conv2", should_resize=False, three_dims=False)
+    assert tuple(cam.values.shape) == (2, 4, 4)
+
+
+def test_attribution_visualizes_with_the_host_that_made_it(tmp_path):
+    class Plugin:
+        @salplug.hookimpl
+        def register_visualizers(self, register):
+            register("half", lambda values, image=None: np.full(values.shape[:2], 0.5))
+
+    host = salplug.get_plugin_manager(autoload=False, plugins={"vis": Plugin()})
+    a = salplug.Explainer(make_cnn(seed=2), host=host).explain(torch.rand(1, 3, 8, 8), target=0)
+    b = salplug.explain(make_cnn(seed=2), torch.rand(1, 3, 8, 8), target=0, host=host)
+    np.testing.assert_array_equal(a.visualize("half"), np.full((8, 8), 0.5))
+    assert b.save(str(tmp_path / "half.png"), kind="half").endswith("half.png")
+    with pytest.raises(UnknownComponentError, match="'half'"):  # an explicit host= still wins
+        a.visualize("half", host=salplug.get_plugin_manager(autoload=False))
+    plain = salplug.explain(make_cnn(seed=2), torch.rand(1, 3, 8, 8), target=0)
+    with pytest.raises(UnknownComponentError, match="'half'"):
+        plain.visualize("half")

@@ -1,8 +1,11 @@
 """TensorFlow 2 backend: Keras 3 / ``tf.keras`` models, ``tf.Module``s and callables returning logits.
 
-Layout: the caller's arrays are channels last (NHWC, HWC for one image), which is already
-canonical, so nothing is transposed; a ``tf.Tensor`` input gives ``tf.Tensor`` results on
-the input's device. Gradients come from ``tf.GradientTape`` watching the input only, so the
+Layout: the caller's arrays are taken in the model's own layout: channels last (NHWC, HWC for
+one image, already canonical), or channels first (NCHW, CHW) for a Keras model whose first
+convolution has ``data_format="channels_first"``. Such a model gets its inputs transposed back
+to NCHW, and its input gradients and (channels-first) layer values and gradients come back
+channels last, so every method works on it; maps return in the input's layout. A
+``tf.Tensor`` input gives ``tf.Tensor`` results on the input's device. Gradients come from ``tf.GradientTape`` watching the input only, so the
 model's variables never get gradients and the model is never changed.
 
 Gradient steps of Keras models and ``tf.Module``s run as ``tf.function`` concrete functions,
@@ -181,23 +184,30 @@ def _model_outputs(model: Any) -> list[Any] | None:
     return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
 
 
-def _input_info(model: Any) -> tuple[bool, int | None]:
-    """(is a 2-D convolutional network, its input channels when known)."""
+def _input_info(model: Any) -> tuple[bool, int | None, bool]:
+    """(is a 2-D convolutional network, its input channels when known, whether it takes
+    channels-first (NCHW) input: its first convolution has data_format="channels_first")."""
     try:
         inputs = model.inputs
     except (AttributeError, ValueError):
         inputs = None
     conv = next((layer for layer in _leaves(model) if _class_names(layer) & set(_CONV2D)), None)
-    channels_last = getattr(conv, "data_format", "channels_last") == "channels_last"
+    first = getattr(conv, "data_format", "channels_last") == "channels_first"
+    axis = 1 if first else -1
     if inputs and len(inputs) == 1 and len(inputs[0].shape) == 4:
-        channels = inputs[0].shape[-1] if channels_last else None
-        return True, int(channels) if channels else None
+        channels = inputs[0].shape[axis]
+        return True, int(channels) if channels else None, first
     if conv is None:
-        return False, None
+        return False, None, False
     spec = getattr(conv, "input_spec", None)
     axes = getattr(spec, "axes", None) or {}
-    channels = axes.get(-1) if channels_last else None
-    return True, int(channels) if channels else None
+    channels = axes.get(axis, axes.get(3 if axis == -1 else axis))
+    return True, int(channels) if channels else None, first
+
+
+def _to_channels_last(t: Any) -> np.ndarray:
+    """A channels-first (N, C, H, W) result, as canonical (N, H, W, C) float32."""
+    return np.ascontiguousarray(np.asarray(t, dtype=np.float32).transpose(0, 2, 3, 1))
 
 
 # -- outputs and targets ------------------------------------------------------------------
@@ -438,7 +448,8 @@ class TF2Adapter:
         self.select = make_output_selector(output)
         self._num_classes = num_classes if num_classes is not None else (
             _infer_num_classes(model) if self.keras else None)
-        self.is_conv2d, self.in_channels = _input_info(model) if self.keras else (False, None)
+        self.is_conv2d, self.in_channels, self.channels_first = (
+            _input_info(model) if self.keras else (False, None, False))
         traceable = self.keras or isinstance(model, tf.Module) or hasattr(model, "get_concrete_function")
         self.compile = traceable if compile is None else compile
         self._explicit_compile = compile is True
@@ -462,7 +473,7 @@ class TF2Adapter:
             arr, kind, device = read_array(x), "numpy", None
         if self.is_conv2d:
             check_image_rank(arr, "(H, W, C) or a batch (N, H, W, C)")
-        canonical, info = numpy_to_canonical(arr, layout or default_layout(arr.ndim, False),
+        canonical, info = numpy_to_canonical(arr, layout or default_layout(arr.ndim, self.channels_first),
                                              kind=kind, device=device)
         check_channels(canonical, self.in_channels, info, arr.shape)
         return canonical, info
@@ -514,6 +525,8 @@ class TF2Adapter:
              layer_name: Any = None) -> Any:
         if targets.indices is not None:
             check_indices(targets.indices, self._num_classes)
+        if self._nchw(x):  # the model's own layout; callers turn results back to channels last
+            x = x.transpose(0, 3, 1, 2)
         step = self._step(kind, x, targets, layer, layer_name)
         if targets.indices is not None:
             check_indices(targets.indices, step.meta.get("k"))
@@ -522,6 +535,13 @@ class TF2Adapter:
             if targets.indices is not None:
                 args.append(tf.constant(targets.indices, tf.int64))
             return step.call(*args), step.meta
+
+    def _nchw(self, x: np.ndarray) -> bool:
+        """Whether canonical ``x`` goes to the model transposed to NCHW."""
+        return self.channels_first and x.ndim == 4
+
+    def _input_grads(self, x: np.ndarray, out: Any) -> np.ndarray:
+        return _to_channels_last(self._numpy(out)) if self._nchw(x) else self._numpy(out)
 
     @staticmethod
     def _numpy(t: Any) -> np.ndarray:
@@ -550,7 +570,7 @@ class TF2Adapter:
 
     def input_gradients(self, x: np.ndarray, targets: Targets) -> np.ndarray:
         out, _ = self._run("gradients", x, targets)
-        return self._numpy(out)
+        return self._input_grads(x, out)
 
     def guided_input_gradients(self, x: np.ndarray, targets: Targets) -> np.ndarray:
         out, meta = self._run("guided", x, targets)
@@ -565,7 +585,7 @@ class TF2Adapter:
                 f"Guided backprop found no ReLU op while running {type(self.model).__name__}: the "
                 f"result equals the plain input gradient. Models without ReLU/ReLU6 (GELU, SiLU, "
                 f"LeakyReLU, ...) have nothing to guide.", RuntimeWarning, stacklevel=2)
-        return self._numpy(out)
+        return self._input_grads(x, out)
 
     # -- layers ----------------------------------------------------------------------------
     def _layer(self, layer: Any) -> tuple[Any, str]:
@@ -606,4 +626,11 @@ class TF2Adapter:
     def layer_values_and_gradients(self, x: np.ndarray, targets: Targets, layer: Any) -> tuple[np.ndarray, np.ndarray]:
         found, path = self._layer(layer)
         (values, grads), _ = self._run("layer", x, targets, found, path)
-        return self._numpy(values), self._numpy(grads)
+        values, grads = self._numpy(values), self._numpy(grads)
+        # a layer's own data_format wins; layers without one (activations, normalisation) follow
+        # the model's: in a channels-first model, feature maps are channels first throughout
+        fmt = getattr(found, "data_format", None)
+        first = fmt == "channels_first" if fmt in ("channels_first", "channels_last") else self.channels_first
+        if first and values.ndim == 4 and grads.shape == values.shape:
+            values, grads = _to_channels_last(values), _to_channels_last(grads)
+        return values, grads

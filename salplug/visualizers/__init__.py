@@ -9,13 +9,45 @@ import numpy as np
 
 
 def render(kind: str, values: Any, image: Any = None, host: Any = None, **params: Any) -> np.ndarray:
-    """Render ``values`` with the registered visualizer ``kind``."""
+    """Render ``values`` with the registered visualizer ``kind`` (looked up in ``host``, default
+    the process-wide one); returns floats in [0, 1], (H, W) or (H, W, 3|4)."""
     from ..plugins import get_host
 
-    visualizer = (host or get_host()).visualizers.get(kind).load()
+    component = (host or get_host()).visualizers.get(kind)
+    visualizer = component.load()
     if isinstance(visualizer, type):
         visualizer = visualizer()
-    return visualizer(np.asarray(values), image=image, **params)
+    who = f"Visualizer {component.name!r} (from {component.provider})"
+    if not callable(visualizer):
+        from ..errors import SalplugError
+
+        raise SalplugError(f"{who} is a {type(visualizer).__name__}, not a callable "
+                           f"(values, image=None, **params) -> image; fix the plugin's registration.")
+    return check_image(visualizer(np.asarray(values), image=image, **params), who)
+
+
+def check_image(out: Any, who: str) -> np.ndarray:
+    """``out`` as float [0, 1] (H, W) or (H, W, 3|4); uint8 counts as 0..255. Else ModelOutputError."""
+    from ..errors import ModelOutputError
+
+    arr = np.asarray(out) if isinstance(out, np.ndarray) or hasattr(out, "__array__") else None
+    if arr is None or arr.dtype.kind not in "fu" or (arr.dtype.kind == "u" and arr.dtype != np.uint8):
+        kind = type(out).__name__ if arr is None else f"{type(out).__name__} of {arr.dtype}"
+        raise ModelOutputError(f"{who} returned {kind}; a visualizer must return a float array in "
+                               f"[0, 1] or a uint8 array.")
+    if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (3, 4))) or 0 in arr.shape:
+        raise ModelOutputError(f"{who} returned an array of shape {arr.shape}; a visualizer must return "
+                               f"one image, (H, W) or (H, W, 3|4).")
+    if arr.dtype == np.uint8:
+        return arr.astype(np.float64) / 255.0
+    if not np.isfinite(arr).all():
+        raise ModelOutputError(f"{who} returned NaN or infinite values; a visualizer must return "
+                               f"values in [0, 1] (handle an all-zero or constant map).")
+    low, high = float(arr.min()), float(arr.max())
+    if low < -1e-6 or high > 1 + 1e-6:
+        raise ModelOutputError(f"{who} returned values in [{low:g}, {high:g}]; a visualizer must "
+                               f"return values in [0, 1] (or uint8).")
+    return np.clip(arr, 0.0, 1.0) if (low < 0 or high > 1) else arr
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
