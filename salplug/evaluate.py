@@ -35,6 +35,8 @@ __all__ = ["DEFAULT_METHODS", "DEFAULT_METRICS", "EvaluationResult", "evaluate",
 DEFAULT_METHODS = ("gradients", "integrated_gradients")
 DEFAULT_METRICS = ("insertion", "deletion")
 RANDOM = "random"
+PROBABILITIES_NOTE = ("The model's outputs are already probabilities (every image's outputs are non-negative and "
+                      "sum to 1): the metrics use them as they are, without another softmax.")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -403,6 +405,22 @@ def _probe(ctx: Any, plan_methods: list[tuple[str, str, dict[str, Any]]]) -> Any
     return dataclasses.replace(ctx, method=plan_methods[0][1], method_params=plan_methods[0][2])
 
 
+class _Recording:
+    """An adapter that keeps the outputs of its ``outputs`` calls (the top-1 pass, reused)."""
+
+    def __init__(self, adapter: Any):
+        self._adapter = adapter
+        self.seen: list[np.ndarray] = []
+
+    def outputs(self, x: Any) -> Any:
+        out = self._adapter.outputs(x)
+        self.seen.append(np.asarray(out))
+        return out
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._adapter, name)
+
+
 def _images_to_canonical(adapter: Any, images: Any, layout: str | None) -> tuple[np.ndarray, Any]:
     dtype = str(getattr(images, "dtype", ""))
     is_uint8 = dtype in ("uint8", "torch.uint8", "<dtype: 'uint8'>")
@@ -448,7 +466,7 @@ def evaluate(model: Any, images: Any, methods: Any = DEFAULT_METHODS, metrics: A
     EvaluationResult (``print(result.table())``).
     """
     from .api import DEFAULT_BATCH_SIZE, create_adapter, load_method, resolve_params, resolve_targets, run_method
-    from .metrics.base import MetricContext
+    from .metrics.base import MetricContext, are_probabilities
     from .plugins import get_host
     from .types import Targets
 
@@ -514,6 +532,11 @@ def evaluate(model: Any, images: Any, methods: Any = DEFAULT_METHODS, metrics: A
     plan_metrics = []
     for label, name, params in metric_specs:
         metric = load_metric(host, name, adapter)
+        if label == name:  # no label of its own: the registered name, whatever alias was typed
+            label = metric.name
+        if any(label == other for other, _, _ in plan_metrics):
+            raise ParameterError(f"Two metrics are called {label!r}{f' ({name!r} is {label!r})' if name != label else ''}; "
+                                 f"to run a metric twice, give each entry a distinct 'name'.")
         full = resolve_keywords(metric.evaluate, params, f"Metric {name!r}")
         if hasattr(metric, "check"):
             try:
@@ -523,12 +546,24 @@ def evaluate(model: Any, images: Any, methods: Any = DEFAULT_METHODS, metrics: A
         plan_metrics.append((label, metric, full))
 
     # 2. targets (a forward pass for top-1), then the checks that need them
+    recorder = _Recording(adapter)
     try:
-        targets = resolve_targets(adapter, x_in, target, size)
+        targets = resolve_targets(recorder, x_in, target, size)
     except SalplugError:
         raise
     except Exception as exc:  # noqa: BLE001 - the user's model may raise anything
         raise model_failure("predicting the images' classes", exc) from exc
+    notes_first: list[str] = []
+    if targets.indices is not None:  # class targets: are the outputs probabilities already? (once, all images)
+        try:
+            outputs = recorder.seen or [adapter.outputs(x_in[s:s + size]) for s in range(0, n, size)]
+        except SalplugError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the user's model may raise anything
+            raise model_failure("predicting the images' classes", exc) from exc
+        ctx.probabilities = all(are_probabilities(o) for o in outputs)
+        if ctx.probabilities:
+            notes_first.append(PROBABILITIES_NOTE)
     for mlabel, metric, full in plan_metrics:
         if hasattr(metric, "check"):
             try:
@@ -561,7 +596,9 @@ def evaluate(model: Any, images: Any, methods: Any = DEFAULT_METHODS, metrics: A
             else:
                 try:
                     out = run_method(ctx, name, x_in, targets, full, checked=True)
-                except SalplugError:
+                except SalplugError as exc:  # say which method, keep the type
+                    where = f"method {label!r}" + (f" ({name})" if name != label else "")
+                    exc.args = (f"{where}: {exc}", *exc.args[1:])
                     raise
                 except Exception as exc:  # noqa: BLE001 - the user's model may raise anything
                     raise model_failure(f"method {label!r} ({name})", exc) from exc
@@ -584,7 +621,8 @@ def evaluate(model: Any, images: Any, methods: Any = DEFAULT_METHODS, metrics: A
                 begin = time.perf_counter()
                 try:
                     result = metric.evaluate(mctx, x, targets, attributions[label], **mparams)
-                except SalplugError:
+                except SalplugError as exc:  # say which metric and method, keep the type
+                    exc.args = (f"metric {mlabel!r} on method {label!r}: {exc}", *exc.args[1:])
                     raise
                 except Exception as exc:  # noqa: BLE001 - the user's model may raise anything
                     raise model_failure(f"metric {mlabel!r} on method {label!r}", exc) from exc
@@ -596,7 +634,7 @@ def evaluate(model: Any, images: Any, methods: Any = DEFAULT_METHODS, metrics: A
         if bar is not None:
             bar.close()
 
-    notes = list(skipped_runs)
+    notes = notes_first + list(skipped_runs)
     for (label, mlabel), result in results.items():
         for kind, skipped in (result.extras.get("skipped") or {}).items():
             if skipped:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from .config import BUILTIN_MODELS, Config, ConfigError, Explanation, Preprocessing
-from .errors import CapabilityError, LayerError, SalplugError, TargetError, closest, model_failure
+from .errors import CapabilityError, LayerError, PluginError, SalplugError, TargetError, closest, model_failure
 from .outputs import Staging, check_destination
 
 __all__ = ["IMAGE_EXTENSIONS", "LoadedModel", "RunResult", "SAMPLE_IMAGES", "load_model", "load_sample_image",
@@ -360,6 +360,13 @@ def _visualizers_for(exp: Explanation, method: str, config: Config) -> list[str]
     return out
 
 
+def visualizer_failure(where: str, exc: Exception) -> PluginError:
+    """An exception from a visualizer (a plugin's, usually) as one paragraph naming it."""
+    message = " ".join(str(exc).split()) or "(no message)"
+    return PluginError(f"{where} failed: {type(exc).__name__}: {message}. Fix or uninstall the plugin that "
+                       f"provides it, or choose other visualizers (outputs.visualizers, or the explanation's visualizers).")
+
+
 def _render(name: str, values: np.ndarray, shown: np.ndarray, host: Any) -> np.ndarray:
     from .visualizers import render
 
@@ -585,16 +592,25 @@ def run(config: Config, *, host: Any = None, quiet: bool = False, source: str | 
             from tqdm.auto import tqdm
 
             bar = tqdm(total=len(images) * len(plan), desc="salplug", unit="map", file=sys.stderr)
-        for image, (x, shown), target in zip(images, prepared, targets):
-            batch = x[None]
+        from .metrics.base import are_probabilities, softmax
+
+        predicted = []
+        for image, (x, _shown) in zip(images, prepared):
             try:
-                logits = np.asarray(adapter.outputs(adapter.to_canonical(batch, "NHWC")[0]), dtype=np.float64)[0]
+                predicted.append(np.asarray(adapter.outputs(adapter.to_canonical(x[None], "NHWC")[0]),
+                                            dtype=np.float64).reshape(1, -1))
             except SalplugError:
                 raise
             except Exception as exc:  # noqa: BLE001 - the user's model may raise anything
                 raise model_failure(f"{image.name}: predicting its class", exc) from exc
-            probs = np.exp(logits - logits.max())
-            probs /= probs.sum()
+        # decided once for all photos: a model ending in softmax gives probabilities already
+        already = bool(predicted) and all(are_probabilities(o) for o in predicted)
+        if already:
+            say("The model's outputs are already probabilities: reported as they are (no softmax).")
+        for image, (x, shown), target, logits in zip(images, prepared, targets, predicted):
+            batch = x[None]
+            probs = logits[0] if already else softmax(logits)[0]
+            logits = logits[0]
             top = int(np.argmax(logits))
             prediction = {"class": top, "label": loaded.label(top), "probability": round(float(probs[top]), 4)}
             say(f"{image.name}: predicted {prediction['label']} (class {top}, p={probs[top]:.2f})")
@@ -627,7 +643,14 @@ def run(config: Config, *, host: Any = None, quiet: bool = False, source: str | 
                     files["npz"] = f"{image.name}/{label}.npz"
                 pngs = {}
                 for k, vis in enumerate(visuals):
-                    picture = _render(vis, values, shown, host)
+                    try:
+                        picture = _render(vis, values, shown, host)
+                    except SalplugError as exc:  # say where it happened, keep the type
+                        exc.args = (f"{image.name}, explanation {label!r}: {exc}", *exc.args[1:])
+                        raise
+                    except Exception as exc:  # noqa: BLE001 - a plugin visualizer may raise anything
+                        raise visualizer_failure(f"{image.name}, explanation {label!r}: visualizer {vis!r}",
+                                                 exc) from exc
                     if k == 0:
                         tiles.append((label, picture))
                     if "png" in formats:
@@ -661,6 +684,7 @@ def run(config: Config, *, host: Any = None, quiet: bool = False, source: str | 
             "model": {"source": config.model.source, "backend": loaded.backend,
                       "layer": loaded.layer if isinstance(loaded.layer, (str, type(None))) else str(loaded.layer)},
             "seed": config.seed,
+            "outputs": "probabilities" if already else "logits",
             "total_seconds": round(time.perf_counter() - started, 3),
             "images": entries,
             "skipped": list(skipped or []),

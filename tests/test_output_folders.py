@@ -208,3 +208,49 @@ def test_32_bit_integer_photos_outside_16_bits_are_an_error(project):
                                "explanations": [{"method": "gradients"}]})
     with pytest.raises(ConfigError, match="inputs.files\\[0\\].*outside the 16-bit range"):
         resolve_inputs(config)
+
+
+def test_a_visualizer_that_raises_during_run_is_a_clean_error(project, monkeypatch):
+    import salplug
+    import salplug.plugins
+
+    def raising(values, image=None):
+        raise ValueError("no pictures today")
+
+    class Plugin:
+        @salplug.hookimpl
+        def register_visualizers(self, register):
+            register("bad_vis", raising)
+
+    monkeypatch.setattr(salplug.plugins, "_default_host",
+                        salplug.get_plugin_manager(autoload=False, plugins={"badvis": Plugin()}))
+    config = config_file(project)
+    config.write_text(config.read_text().replace('method = "gradients"\n',
+                                                 'method = "gradients"\nvisualizers = ["bad_vis"]\n'))
+    result = run_cli("run", str(config), "-q")
+    assert_clean_failure(result, project, "visualizer 'bad_vis'", "explanation 'gradients'",
+                         "ValueError: no pictures today")
+
+
+# --------------------------------------------------------------------------------------------- #
+# a model that outputs probabilities
+# --------------------------------------------------------------------------------------------- #
+def test_run_reports_a_softmax_models_probability_as_it_is(project):
+    import json
+
+    (project / "soft_model.py").write_text(
+        "import torch\nfrom tiny_model import build\n\n\ndef soft():\n"
+        "    model = build()\n    with torch.no_grad():\n        model.fc.weight.mul_(500.0)\n"
+        "    return torch.nn.Sequential(model, torch.nn.Softmax(dim=-1)).eval()\n\n\n"
+        "def logits():\n    return soft()[0]\n")
+    predictions = {}
+    for source in ("logits", "soft"):
+        config = config_file(project, f"soft_model.py:{source}")
+        config.write_text(config.read_text().replace('folder = "out"', f'folder = "out_{source}"\nformats = ["json"]'))
+        result = run_cli("run", str(config), "-q")
+        assert result.exit_code == 0, result.output
+        summary = json.loads((project / f"out_{source}" / "summary.json").read_text())
+        predictions[source] = ([e["prediction"] for e in summary["images"]], summary["outputs"])
+    assert predictions["logits"][1] == "logits" and predictions["soft"][1] == "probabilities"
+    assert predictions["soft"][0] == predictions["logits"][0]  # not a softmax of the probabilities
+    assert max(p["probability"] for p in predictions["soft"][0]) > 0.5

@@ -13,7 +13,9 @@ A metric scores saliency maps against the model that produced them. It is a clas
 RGB in [0, 1]); ``ctx.model_input(images)`` turns any batch of such images into model input
 (the user's ``preprocess``). ``attributions`` are the maps being scored, canonical (N, H, W) or
 (N, H, W, C'). Metrics batch every model call through ``ctx.chunks`` and draw every random
-choice from ``ctx.seed``. This module imports numpy only.
+choice from ``ctx.seed``. Class probabilities come from ``ctx.class_probabilities(outputs)``:
+softmax of the outputs, or the outputs as they are when the model already outputs probabilities
+(``ctx.probabilities``, decided once per evaluation). This module imports numpy only.
 """
 
 from __future__ import annotations
@@ -28,14 +30,18 @@ import numpy as np
 from ..errors import InputError, ParameterError
 from ..types import SCORES, Context, Targets
 
-__all__ = ["Curve", "Metric", "MetricContext", "MetricResult", "REDUCTIONS", "SCORE_KINDS", "check_choice",
-           "check_int", "check_number", "check_score", "predict", "rank_pixels", "sample_rng", "saliency_2d", "softmax"]
+__all__ = ["PROBABILITY_TOLERANCE", "Curve", "Metric", "MetricContext", "MetricResult", "REDUCTIONS", "SCORE_KINDS",
+           "are_probabilities", "check_choice", "check_int", "check_number", "check_score", "predict", "rank_pixels",
+           "sample_rng", "saliency_2d", "softmax"]
 
 #: How a map with channels becomes one value per pixel.
 REDUCTIONS = ("abs", "sum", "max", "none")
 
 #: What a metric reads from the model: the class probability, or the explained score itself.
 SCORE_KINDS = ("softmax", "logit")
+
+#: How far from 1 a row of outputs may sum and still count as probabilities.
+PROBABILITY_TOLERANCE = 1e-3
 
 
 @dataclass
@@ -86,6 +92,8 @@ class MetricContext(Context):
     method, method_params : the method whose maps are scored (for metrics that recompute maps).
     seed : the evaluation's seed; every random choice derives from it.
     cache : shared across the methods of one evaluation (e.g. PIC's fully blurred images).
+    probabilities : the model's outputs are already class probabilities (see
+        :func:`are_probabilities`): metrics use them without another softmax.
     """
 
     preprocess: Callable[[np.ndarray], np.ndarray] | None = None
@@ -93,6 +101,14 @@ class MetricContext(Context):
     method_params: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     cache: dict[Any, Any] = field(default_factory=dict)
+    probabilities: bool = False
+
+    def class_probabilities(self, outputs: Any) -> np.ndarray:
+        """Class probabilities (N, classes) float64 from model outputs: softmax, unless
+        ``self.probabilities`` (then the outputs as they are)."""
+        z = np.asarray(outputs, np.float64)
+        z = z.reshape(len(z), -1)
+        return z if self.probabilities else softmax(z)
 
     def model_input(self, images: np.ndarray) -> np.ndarray:
         """The model input for a canonical batch of images (float32)."""
@@ -199,16 +215,27 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
+def are_probabilities(outputs: Any, tolerance: float = PROBABILITY_TOLERANCE) -> bool:
+    """True when every row of (N, classes) outputs, classes >= 2, is non-negative and sums to 1
+    within ``tolerance`` (a model ending in softmax, like the keras.applications models)."""
+    z = np.asarray(outputs, np.float64)
+    if z.ndim < 1 or len(z) == 0:
+        return False
+    z = z.reshape(len(z), -1)
+    return bool(z.shape[1] >= 2 and np.isfinite(z).all() and (z >= 0).all()
+                and (np.abs(z.sum(axis=1) - 1.0) <= tolerance).all())
+
+
 def predict(ctx: MetricContext, images: np.ndarray, targets: Targets, score: str) -> np.ndarray:
     """The model's value for each row's target on a batch of images (one model call), float64.
 
-    score : "softmax" (the class probability; needs class targets) or "logit" (the explained
-        score the methods use, ``adapter.scores``).
+    score : "softmax" (the class probability, :meth:`MetricContext.class_probabilities`; needs
+        class targets) or "logit" (the explained score the methods use, ``adapter.scores``).
     """
     inputs = ctx.model_input(images)
     if score == "logit":
         return np.asarray(ctx.adapter.scores(inputs, targets), np.float64).reshape(len(images))
-    probs = softmax(np.asarray(ctx.adapter.outputs(inputs), np.float64).reshape(len(images), -1))
+    probs = ctx.class_probabilities(np.asarray(ctx.adapter.outputs(inputs), np.float64).reshape(len(images), -1))
     return probs[np.arange(len(images)), targets.indices]
 
 

@@ -7,7 +7,8 @@ ICCV 2019) and is built from that module's own pieces (``generate_random_mask``,
 model is called: ``compute_pic_metric`` asks ``pred_func`` for one image at a time; here the
 original, the fully blurred and every partly revealed image of every sample are collected first
 and sent through the adapter in batches of ``ctx.batch_size``; one forward pass gives both the
-softmax (SIC) and the correctness of the top-1 class (AIC).
+softmax (SIC; the outputs as they are when the model already outputs probabilities) and the
+correctness of the top-1 class (AIC).
 
 The random mask of an image derives from the evaluation's seed and the image's content, so it
 is the same for every method compared (as the paper requires). Images that cannot be scored
@@ -35,7 +36,6 @@ from .base import (
     check_score,
     sample_rng,
     saliency_2d,
-    softmax,
 )
 
 #: Saliency thresholds of the upstream PIC example (fractions of the most salient pixels revealed).
@@ -144,7 +144,7 @@ class PIC(Metric):
                 batch = batch[..., None]
             logits = np.asarray(ctx.adapter.outputs(ctx.model_input(batch)), np.float64).reshape(len(r), -1)
             idx = targets.indices[s]
-            probs[rows] = softmax(logits)[np.arange(len(r)), idx]
+            probs[rows] = ctx.class_probabilities(logits)[np.arange(len(r)), idx]
             correct[rows] = (logits.argmax(axis=1) == idx).astype(np.float64)
         probs, correct = probs.reshape(n, per), correct.reshape(n, per)
 

@@ -16,7 +16,10 @@ Re-initialisation puts a layer back in its state before training: convolution an
 get their framework's initialiser (PyTorch's ``reset_parameters``; Glorot-uniform kernels and
 zero biases for Keras), normalisation layers scale 1, shift 0, running mean 0 and variance 1
 (with the trained running statistics kept under random weights, the demo model's Grad-CAM map
-stopped changing after a few blocks); every draw is seeded.
+stopped changing after a few blocks); every draw is seeded. Frozen layers (Keras
+``trainable=False``, torch ``requires_grad=False``, as in a fine-tuned backbone) are randomised
+too: the check is about the weights, not about what training may change. Layer objects among
+the method's parameters (Grad-CAM's ``layer``) are mapped onto the copy's layers.
 Backends: torch (the model is copied with ``copy.deepcopy``) and tf2 (Keras models are cloned
 with ``keras.models.clone_model``). The caller's model is never modified.
 """
@@ -106,8 +109,7 @@ class _TorchModel:
 
     def translate(self, params: dict[str, Any]) -> dict[str, Any]:
         """Method parameters with modules of the original model replaced by the copy's."""
-        return {k: self.modules[self._by_id[id(v)]] if id(v) in self._by_id and not isinstance(v, (str, int))
-                else v for k, v in params.items()}
+        return _translate(params, {key: self.modules[name] for key, name in self._by_id.items()})
 
     def randomize(self, names: list[str], seed: int) -> None:
         torch = self.torch
@@ -147,9 +149,12 @@ class _KerasModel:
         self.layers = {path: layer for path, layer in keras_layers(clone) if not _children(layer) and layer.weights}
         self.leaves = list(self.layers)
         self.original = clone.get_weights()
+        cloned = dict(keras_layers(clone))  # the clone keeps the original's layer names, so its paths
+        self._by_id = {id(layer): cloned[path] for path, layer in keras_layers(model) if path in cloned}
 
     def translate(self, params: dict[str, Any]) -> dict[str, Any]:
-        return params
+        """Method parameters with layers of the original model replaced by the clone's."""
+        return _translate(params, self._by_id)
 
     def randomize(self, names: list[str], seed: int) -> None:
         rng = np.random.default_rng(seed)
@@ -165,8 +170,8 @@ class _KerasModel:
                     elif short in ("beta", "offset", "moving_mean"):
                         v.assign(np.zeros(shape, np.float32))
                     continue
-                if not getattr(v, "trainable", True):
-                    continue
+                if "float" not in str(getattr(v.dtype, "name", v.dtype)):
+                    continue  # integer state (counters), not a weight; frozen (trainable=False) weights are randomised
                 if len(shape) >= 2:
                     receptive = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
                     fan_in, fan_out = shape[-2] * receptive, shape[-1] * receptive
@@ -177,6 +182,16 @@ class _KerasModel:
 
     def restore(self) -> None:
         self.model.set_weights(self.original)
+
+
+def _translate(params: dict[str, Any], by_id: dict[int, Any]) -> dict[str, Any]:
+    """``params`` with objects found in ``by_id`` (by identity, also inside lists) replaced."""
+    def swap(v: Any) -> Any:
+        if isinstance(v, (list, tuple)):
+            return [swap(a) for a in v] if isinstance(v, list) else tuple(swap(a) for a in v)
+        return by_id.get(id(v), v) if not isinstance(v, (str, int, float)) else v
+
+    return {k: swap(v) for k, v in params.items()}
 
 
 def randomizable(adapter: Any, x_input: np.ndarray) -> _TorchModel | _KerasModel:

@@ -125,8 +125,9 @@ def test_causal_ranking_beats_random_and_reverse(score):
 
 
 def test_batched_rows_and_batch_size_independence(counting_host):
-    """All N * (steps + 1) images go through the adapter in ceil(rows / batch) calls; any batch
-    size gives the same numbers; per-sample targets in one batch equal single-sample runs."""
+    """All N * (steps + 1) images go through the adapter in ceil(rows / batch) calls (after one pass
+    over the images, as targets are given); any batch size gives the same numbers; per-sample
+    targets in one batch equal single-sample runs."""
     model = AnalyticModel(SHAPE, classes=4, seed=2)
     x = inputs(3)
     maps = np.random.default_rng(5).normal(size=(3, *SHAPE)).astype(np.float32)
@@ -137,9 +138,9 @@ def test_batched_rows_and_batch_size_independence(counting_host):
                              include_random=False, target=[0, 2, 3], backend="counting", host=counting_host,
                              batch_size=batch_size, progress=False)
         adapter = CountingAdapter.instances[-1]
-        rows = 3 * 9
-        assert adapter.rows["outputs"] == rows
-        assert adapter.calls["outputs"] == math.ceil(rows / batch_size)
+        rows = 3 * 9  # plus one pass over the 3 images: are the outputs probabilities already?
+        assert adapter.rows["outputs"] == rows + 3
+        assert adapter.calls["outputs"] == math.ceil(rows / batch_size) + math.ceil(3 / batch_size)
         runs[batch_size] = r.scores("m", "insertion")
     np.testing.assert_allclose(runs[1], runs[5], rtol=1e-6)
     np.testing.assert_allclose(runs[1], runs[64], rtol=1e-6)

@@ -154,3 +154,44 @@ def test_tf2_keras_model(images):
     assert np.abs(curve.y[:, -1]).max() < 0.5
     for w0, w1 in zip(before, model.get_weights()):
         np.testing.assert_array_equal(w0, w1)
+
+
+def _keras_cnn():
+    pytest.importorskip("tensorflow")
+    keras = pytest.importorskip("keras")
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("Keras runs on another backend")
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((16, 16, 3))
+    h = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv1")(inputs)
+    h = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv2")(h)
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    return keras.Model(inputs, keras.layers.Dense(5, name="fc")(h))
+
+
+def _keras_curve(model, images, method="gradients"):
+    r = evaluate(model, images, [method], ["model_randomization"], backend="tf2", progress=False,
+                 include_random=False, host=salplug.get_plugin_manager(autoload=False))
+    return list(r.results.values())[0].curves["rank_corr_per_layer"]
+
+
+def test_tf2_frozen_layers_are_randomised(images):
+    """A frozen backbone (trainable=False) is randomised like a trainable one (as torch's requires_grad=False)."""
+    model = _keras_cnn()
+    trained = _keras_curve(model, images)
+    for name in ("conv1", "conv2"):
+        model.get_layer(name).trainable = False
+    frozen = _keras_curve(model, images)
+    assert frozen.ticks == trained.ticks == ["original", "fc", "conv2", "conv1"]
+    np.testing.assert_allclose(frozen.y, trained.y, atol=1e-6)  # same seeded draws, frozen or not
+    assert np.abs(frozen.y[:, -1]).max() < 0.5
+    assert not model.get_layer("conv1").trainable  # the caller's model keeps its settings
+
+
+def test_tf2_grad_cam_layer_object_maps_onto_the_clone(images):
+    """Grad-CAM's layer given as the original model's layer object works on the randomised clone."""
+    model = _keras_cnn()
+    by_name = _keras_curve(model, images, {"method": "grad_cam", "params": {"layer": "conv2"}})
+    by_object = _keras_curve(model, images, {"method": "grad_cam", "params": {"layer": model.get_layer("conv2")}})
+    np.testing.assert_allclose(by_object.y, by_name.y, atol=1e-6)
+    assert by_object.y[:, -1].max() < 0.9  # the clone's layer (randomised), not the original's
