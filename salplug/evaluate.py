@@ -402,7 +402,7 @@ def _probe(ctx: Any, plan_methods: list[tuple[str, str, dict[str, Any]]]) -> Any
     """The context a metric's check sees: the first method's name (for metrics that rerun it)."""
     if not plan_methods:
         return ctx
-    return dataclasses.replace(ctx, method=plan_methods[0][1], method_params=plan_methods[0][2])
+    return dataclasses.replace(ctx, method_name=plan_methods[0][1], method_params=plan_methods[0][2])
 
 
 class _Recording:
@@ -607,7 +607,7 @@ def evaluate(model: Any, images: Any, methods: Any = DEFAULT_METHODS, metrics: A
                                   "seconds": time.perf_counter() - begin, "metric_seconds": {}}
             if bar is not None:
                 bar.update(1)
-            mctx = dataclasses.replace(ctx, method=name, method_params=full or {})
+            mctx = dataclasses.replace(ctx, method_name=name, method_params=full or {})
             mctx.cache = ctx.cache  # shared across methods (replace() copies the reference anyway)
             for mlabel, metric, mparams in plan_metrics:
                 if name is None and getattr(metric, "needs_method", False):

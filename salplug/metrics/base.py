@@ -4,7 +4,7 @@ A metric scores saliency maps against the model that produced them. It is a clas
 
 - ``requires``: the adapter capabilities it uses (``"scores"`` for all that only run the model);
 - ``needs_method``: True when it recomputes the maps itself (the randomisation sanity check),
-  so it reads ``ctx.method`` and ``ctx.method_params``;
+  so it reads ``ctx.method_name`` and ``ctx.method_params``;
 - ``check(self, ctx, x, targets, **params)`` (optional): validate parameter values before any
   model call, raising :class:`~salplug.errors.ParameterError`;
 - ``evaluate(self, ctx, x, targets, attributions, **params) -> MetricResult``.
@@ -89,7 +89,7 @@ class MetricContext(Context):
     """A :class:`~salplug.types.Context` plus what metrics need.
 
     preprocess : canonical image batch -> canonical model input (None: the images are the input).
-    method, method_params : the method whose maps are scored (for metrics that recompute maps).
+    method_name, method_params : the method whose maps are scored (for metrics that recompute maps).
     seed : the evaluation's seed; every random choice derives from it.
     cache : shared across the methods of one evaluation (e.g. PIC's fully blurred images).
     probabilities : the model's outputs are already class probabilities (see
@@ -97,7 +97,7 @@ class MetricContext(Context):
     """
 
     preprocess: Callable[[np.ndarray], np.ndarray] | None = None
-    method: str | None = None
+    method_name: str | None = None
     method_params: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     cache: dict[Any, Any] = field(default_factory=dict)

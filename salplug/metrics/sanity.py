@@ -256,7 +256,7 @@ class ModelRandomization(Metric):
         check_choice(reduce, REDUCTIONS, "reduce")
         if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1):
             raise ParameterError(f"max_steps must be None or an int >= 1; got {max_steps!r}.")
-        if ctx.method is None:
+        if ctx.method_name is None:
             raise ParameterError("The randomisation sanity check recomputes the maps: it needs the method's name "
                                  "(run it through salplug.evaluate).")
         module = type(ctx.adapter).__module__
@@ -285,12 +285,12 @@ class ModelRandomization(Metric):
         if ctx.progress:
             from tqdm.auto import tqdm
 
-            steps = tqdm(steps, total=len(groups), desc=f"randomising ({ctx.method})", unit="layer", leave=False)
+            steps = tqdm(steps, total=len(groups), desc=f"randomising ({ctx.method_name})", unit="layer", leave=False)
         for k, (_name, members) in steps:
             if mode == "independent":
                 copy_.restore()
             copy_.randomize(members, seed=int(ctx.seed) * 1009 + k)
-            out = run_method(inner, ctx.method, x_input, targets, params, checked=True)
+            out = run_method(inner, ctx.method_name, x_input, targets, params, checked=True)
             randomized = prepare(saliency_2d(out.values, x, reduce)).reshape(n, -1)
             corr[:, k] = spearman(original, randomized)
         ticks = ["original", *[name for name, _ in groups]]

@@ -450,3 +450,20 @@ def test_a_model_that_raises_names_the_method(cnn):
     with pytest.raises(ModelOutputError, match="method 'gradients'.*ValueError: no gradients here") as info:
         evaluate(cnn, x, ["gradients"], {"deletion": {"steps": 2}}, backend="torch", target=0, progress=False)
     assert isinstance(info.value.__cause__, ValueError)  # the model's own traceback stays reachable
+
+
+def test_methods_that_compose_other_methods_evaluate_and_recompute():
+    # XRAI runs IG and guided Grad-CAM runs Grad-CAM through the context: the metric context
+    # must still offer ctx.method(); the sanity check recomputes them too.
+    torch = pytest.importorskip("torch")
+    from conftest import make_cnn
+
+    model = make_cnn(seed=3)
+    x = torch.rand(2, 3, 16, 16)
+    methods = [{"method": "xrai", "params": {"steps": 2}}, {"method": "guided_grad_cam", "params": {"layer": "conv1"}}]
+    result = evaluate(model, x, methods, ["deletion", {"metric": "sanity", "params": {"max_steps": 1}}],
+                      include_random=False, seed=0)
+    assert set(result.methods) == {"xrai", "guided_grad_cam"}
+    for label in result.methods:
+        assert np.isfinite(result.scores(label, "deletion")).all()
+        assert np.isfinite(result.scores(label, "randomization_corr")).all()
