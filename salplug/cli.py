@@ -181,7 +181,7 @@ def evaluate_command(config, metrics, out_dir, target, layer, backend, device, b
     cfg = load_config(config, overrides=overrides, host=host)
     result = evaluate_config(cfg, host=host, quiet=quiet, metrics=list(metrics) or None)
     click.echo(result.table())
-    for note in result.notes:
+    for note in [] if quiet else result.notes:
         click.secho(f"note: {note}", fg="yellow", err=True)
     _finish(result.files.get("html"), None, quiet)
 
@@ -196,7 +196,7 @@ def evaluate_command(config, metrics, out_dir, target, layer, backend, device, b
 @click.option("--param", "-p", "params", multiple=True, metavar="KEY=VALUE",
               help="Method parameter (repeatable), e.g. steps=50 or integrated_gradients.steps=50.")
 @click.option("--visualizer", "visualizers", multiple=True, help="Visualizer for the PNGs (repeatable; default auto).")
-@click.option("--out", "out_dir", default="salplug-explain", show_default=True, help="Output folder.")
+@click.option("--out", "out_dir", default=None, help="Output folder [default: salplug-explain].")
 @_common_run_options
 @_user_errors
 def explain_images(images, samples, methods, model, target, layer, params, visualizers, out_dir, backend, device,
@@ -208,6 +208,7 @@ def explain_images(images, samples, methods, model, target, layer, params, visua
     if not images and not samples:
         raise ConfigError("give at least one IMAGE file or --sample NAME (e.g. --sample chelsea).")
     methods = list(methods) or ["gradients"]
+    host = _host()
     per_method: dict[str, dict] = {m: {} for m in methods}
     for item in params:
         key, sep, raw = item.partition("=")
@@ -215,21 +216,38 @@ def explain_images(images, samples, methods, model, target, layer, params, visua
             raise ConfigError(f"--param {item!r}: write KEY=VALUE, e.g. steps=50.")
         value = _parse_value(raw)
         method, dot, name = key.rpartition(".")
-        if dot and method not in per_method:
+        chosen = [_same_method(host, method, methods)] if dot else methods
+        if chosen == [None]:
             raise ConfigError(f"--param {item!r}: {method!r} is not one of the --method values ({', '.join(methods)}).")
-        for m in ([method] if dot else methods):
+        for m in chosen:
             per_method[m][name] = value
+    # the defaults form the "file" layer: SALPLUG_* variables beat them, flags beat both
     data = {
-        "model": {"source": model or "efficientnet_lite0"},
+        "model": {"source": "efficientnet_lite0"},
         "inputs": {"files": [str(Path(p).absolute()) for p in images], "samples": list(samples)},
         "explanations": [{"method": m, "params": per_method[m]} for m in methods],
-        "outputs": {"folder": str(Path(out_dir).absolute()), "visualizers": list(visualizers) or ["auto"]},
+        "outputs": {"folder": "salplug-explain", "visualizers": list(visualizers) or ["auto"]},
     }
-    overrides = _overrides(backend, device, batch_size, seed, target, layer)
-    host = _host()
+    overrides = {"model.source": model, "outputs.folder": _absolute(out_dir),
+                 **_overrides(backend, device, batch_size, seed, target, layer)}
     cfg = load_config(data=data, overrides=overrides, host=host)
     result = run(cfg, host=host, quiet=quiet)
     _finish(result.index, result.folder, quiet)
+
+
+def _same_method(host, name: str, methods: list[str]) -> str | None:
+    """The --method value that ``name`` (a method name or alias) stands for, or None."""
+    if name in methods:
+        return name
+
+    def canonical(n: str) -> str | None:
+        try:
+            return host.methods.get(n).name
+        except SalplugError:  # unknown: reported later, with the closest names
+            return None
+
+    wanted = canonical(name)
+    return next((m for m in methods if wanted is not None and canonical(m) == wanted), None)
 
 
 def _parse_value(raw: str):

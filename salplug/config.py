@@ -84,6 +84,17 @@ def _check_target(value: Any) -> Any:
 Target = Annotated[Union[int, str, list[int]], BeforeValidator(_check_target)]
 
 
+def _not_bool(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError(f"expected a whole number, not {str(value).lower()}")
+    return value
+
+
+#: An int, or its digits (environment, flags); true/false are not numbers here.
+Count = Annotated[int, BeforeValidator(_not_bool), Field(ge=1)]
+Seed = Annotated[int, BeforeValidator(_not_bool), Field(ge=0)]
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -123,7 +134,7 @@ class ModelConfig(_Section):
     labels: Union[str, None] = None
     dtype: Literal["float32", "float64"] = "float32"
     device: Union[str, None] = None
-    batch_size: Union[Annotated[int, Field(ge=1)], None] = None
+    batch_size: Union[Count, None] = None
     options: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -175,7 +186,7 @@ class Evaluation(_Section):
     metrics: list[Union[str, MetricEntry]] = Field(default_factory=lambda: ["insertion", "deletion"])
     include_random: bool = True
     folder: Union[str, None] = Field(None, description="default: <outputs.folder>/evaluation")
-    batch_size: Union[Annotated[int, Field(ge=1)], None] = None
+    batch_size: Union[Count, None] = None
 
 
 class Config(_Section):
@@ -186,7 +197,7 @@ class Config(_Section):
     explanations: Annotated[list[Explanation], Field(min_length=1)]
     outputs: Outputs = Field(default_factory=Outputs)
     evaluation: Evaluation = Field(default_factory=Evaluation)
-    seed: int = 0
+    seed: Seed = 0
 
     base_dir: Annotated[str, Field(exclude=True)] = "."  # set by load_config, not a file key
 

@@ -696,7 +696,7 @@ def evaluate_config(config: Any, *, host: Any = None, quiet: bool = False, metri
     for exp in config.explanations:
         method = load_method(host, exp.method, adapter)
         methods.append({"method": exp.method, "name": exp.name or exp.method,
-                        "params": _explanation_params(exp, method, loaded, config)})
+                        "params": _explanation_params(exp, method, loaded, config, host)})
     target = config.model.target
     target = None if target == "top1" else target
     result = evaluate(loaded.model, images, methods, chosen, backend=loaded.backend, target=target,

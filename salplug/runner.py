@@ -14,6 +14,7 @@ import importlib
 import importlib.util
 import inspect
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -90,15 +91,31 @@ def load_sample_image(name: str, where: str = "inputs.samples") -> np.ndarray:
 
 
 def _read_image(path: Path, where: str) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
+    """A photo file as uint8 RGB, turned upright by its EXIF orientation; 16-bit and float pixels keep
+    their range (Pillow's RGB conversion would clip them)."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
         with Image.open(path) as img:
+            img = ImageOps.exif_transpose(img)
             if img.mode.startswith("I"):  # 16-bit ("I;16", "I;16B", ...) or 32-bit integer ("I") pixels
                 return _rgb(_wide_integers(np.asarray(img), img.mode, path, where), where)
+            if img.mode == "F":  # 32-bit float pixels, in [0, 1] (or 0..255)
+                return _rgb(_float_pixels(np.asarray(img), path, where), where)
             return _rgb(np.asarray(img.convert("RGB")), where)
+    except Image.DecompressionBombError as exc:
+        raise ConfigError(f"{where}: {str(path)!r} is too large for Pillow to read safely ({exc}); make it "
+                          f"smaller, or raise PIL.Image.MAX_IMAGE_PIXELS if you trust the file.") from None
     except (UnidentifiedImageError, OSError) as exc:
         raise ConfigError(f"{where}: {str(path)!r} is not an image Pillow can read ({exc}).") from None
+
+
+def _float_pixels(pixels: np.ndarray, path: Path, where: str) -> np.ndarray:
+    """Float pixels as they are (``_rgb`` reads [0, 1], or 0..255 when the maximum is above 1)."""
+    if not np.isfinite(pixels).all():
+        raise ConfigError(f"{where}: {str(path)!r} holds NaN or infinite pixels; save the photo with finite "
+                          f"values in [0, 1] or 0..255.")
+    return pixels.astype(np.float64)
 
 
 def _wide_integers(pixels: np.ndarray, mode: str, path: Path, where: str) -> np.ndarray:
@@ -124,7 +141,7 @@ def resolve_inputs(config: Config) -> list[ImageInput]:
     for i, pattern in enumerate(ins.globs):
         where = f"inputs.globs[{i}]"
         full = str(config.path(pattern))
-        matches = sorted(p for p in globlib.glob(full, recursive=True) if Path(p).is_file())
+        matches = sorted(p for p in globlib.glob(_glob_pattern(config, pattern), recursive=True) if Path(p).is_file())
         if not matches:
             raise ConfigError(f"{where}: the pattern {full!r} matches no file.")
         found.extend((Path(p).stem, p, lambda p=Path(p), w=where: _read_image(p, w)) for p in matches)
@@ -145,13 +162,38 @@ def resolve_inputs(config: Config) -> list[ImageInput]:
                           "inputs.samples (e.g. samples = [\"chelsea\"]).")
     images, used = [], set()
     for stem, source, load in found:
-        name = "".join(c if c.isalnum() or c in "-_." else "_" for c in stem) or "image"
+        name = _file_safe(stem)
         unique, k = name, 2
-        while unique in used:
+        while unique.lower() in used:  # case-insensitive file systems too
             unique, k = f"{name}_{k}", k + 1
-        used.add(unique)
+        used.add(unique.lower())
         images.append(ImageInput(unique, source, load()))
     return images
+
+
+def _glob_pattern(config: Config, pattern: str) -> str:
+    """``pattern`` under the config's folder, that folder's own ``[``, ``*``, ``?`` taken literally."""
+    head, sep, rest = pattern.partition("/") if pattern.startswith("~") else ("", "", pattern)
+    if head:  # "~/photos/*.png": the home folder is literal too
+        return globlib.escape(os.path.expanduser(head)) + sep + rest
+    if Path(pattern).is_absolute():
+        return pattern
+    return str(Path(globlib.escape(str(config.base_dir))) / pattern)
+
+
+#: Names a photo's output folder must not take: the run's own files (``evaluate`` writes "evaluation").
+_RESERVED_NAMES = frozenset({"index.html", "summary.json", "evaluation"})
+#: Device names Windows reserves, with any extension.
+_DEVICE_NAMES = frozenset({"con", "prn", "aux", "nul", *(f"{d}{i}" for d in ("com", "lpt") for i in range(1, 10))})
+
+
+def _file_safe(stem: str) -> str:
+    """A photo's name as a folder name: letters, digits, ``-_.``; no leading dot, no reserved name."""
+    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)[:100]
+    name = name.lstrip(".").rstrip(".") or "image"  # ".", "..", hidden names, Windows' trailing dots
+    if name.lower() in _RESERVED_NAMES or name.split(".")[0].lower() in _DEVICE_NAMES:
+        name = f"{name}_"
+    return name
 
 
 # --------------------------------------------------------------------------------------------- #
@@ -213,9 +255,7 @@ def _import(spec: str, base_dir: str, where: str) -> Any:
             path = path if path.is_absolute() else Path(base_dir) / path
             if not path.is_file():
                 raise ConfigError(f"{where}: no such file {str(path)!r}.")
-            mod_spec = importlib.util.spec_from_file_location(f"salplug_user_{path.stem}", path)
-            module = importlib.util.module_from_spec(mod_spec)
-            mod_spec.loader.exec_module(module)
+            module = _exec_file(path)
         else:
             if base_dir not in sys.path:
                 sys.path.insert(0, base_dir)
@@ -233,6 +273,31 @@ def _import(spec: str, base_dir: str, where: str) -> Any:
             raise ConfigError(f"{where}: {module_name!r} has no attribute {part!r}.{hint}")
         obj = getattr(obj, part)
     return obj
+
+
+def _exec_file(path: Path) -> Any:
+    """Import a ``.py`` file as a module: registered in ``sys.modules`` (dataclasses, pickling need
+    that), with its folder on ``sys.path`` while it runs (sibling imports); the path restored after."""
+    import hashlib
+
+    path = path.resolve()
+    name = f"salplug_user_{path.stem}_{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"
+    mod_spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(mod_spec)
+    folder = str(path.parent)
+    added = folder not in sys.path
+    if added:
+        sys.path.insert(0, folder)
+    sys.modules[name] = module
+    try:
+        mod_spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
+    finally:
+        if added and folder in sys.path:
+            sys.path.remove(folder)
+    return module
 
 
 def _builtin_model(name: str, backend: str, dtype: str = "float32") -> tuple[Any, dict[str, Any]]:
@@ -277,7 +342,9 @@ def load_model(config: Config, host: Any) -> LoadedModel:
                              layer_names=layer_names)
     else:
         obj = _import(cfg.source, config.base_dir, "model.source")
-        if inspect.isclass(obj) or inspect.isfunction(obj):
+        if backend == "callable" and _is_call_model_function(obj):
+            pass  # call_model_function(x_value_batch, call_model_args, expected_keys) is the model itself
+        elif inspect.isclass(obj) or inspect.isfunction(obj):
             try:
                 obj = obj()
             except Exception as exc:  # noqa: BLE001
@@ -287,10 +354,14 @@ def load_model(config: Config, host: Any) -> LoadedModel:
             raise ConfigError("model.dtype: only built-in models are converted to another precision; build "
                               "your model in the precision you want and leave dtype out.")
         loaded = LoadedModel(obj, backend)
-    if isinstance(pre, Preprocessing):
-        loaded.size = None if pre.size is None else ((pre.size, pre.size) if isinstance(pre.size, int)
-                                                     else tuple(pre.size))
-        loaded.scale, loaded.mean, loaded.std = pre.scale, pre.mean, pre.std
+    if isinstance(pre, Preprocessing):  # only the keys given: the rest keep the model's defaults
+        given = pre.model_fields_set
+        if "size" in given:
+            loaded.size = None if pre.size is None else ((pre.size, pre.size) if isinstance(pre.size, int)
+                                                         else tuple(pre.size))
+        for key in ("scale", "mean", "std"):
+            if key in given:
+                setattr(loaded, key, getattr(pre, key))
     elif isinstance(pre, str):
         loaded.prepare = _import(pre, config.base_dir, "model.preprocessing")
         if not callable(loaded.prepare):
@@ -308,6 +379,17 @@ def load_model(config: Config, host: Any) -> LoadedModel:
             except (RuntimeError, ValueError, AssertionError) as exc:
                 raise ConfigError(f"model.device: cannot move the model to {cfg.device!r}: {exc}") from None
     return loaded
+
+
+def _is_call_model_function(obj: Any) -> bool:
+    """Whether ``obj`` is a function taking (x_value_batch, call_model_args, expected_keys)."""
+    if not inspect.isfunction(obj):
+        return False
+    try:
+        inspect.signature(obj).bind(None, None, None)
+    except TypeError:
+        return False
+    return True
 
 
 def _labels(config: Config, value: str) -> list[str]:
@@ -350,7 +432,7 @@ def regions(values: np.ndarray, image: np.ndarray | None = None, *, fraction: fl
 
 
 def _visualizers_for(exp: Explanation, method: str, config: Config) -> list[str]:
-    names = exp.visualizers or config.outputs.visualizers
+    names = config.outputs.visualizers if exp.visualizers is None else exp.visualizers
     out = []
     for name in names:
         if name == "auto":
@@ -478,12 +560,39 @@ def _targets(config: Config, n: int) -> list[Any]:
     return [None if target == "top1" else target] * n
 
 
-def _explanation_params(exp: Explanation, method: Any, loaded: LoadedModel, config: Config) -> dict[str, Any]:
+def _takes_layer(method: Any, params: dict[str, Any], host: Any, depth: int = 0) -> bool:
+    """Whether ``method`` takes a ``layer``: in its signature, or (a wrapper such as SmoothGrad, which
+    passes unknown keywords on to its ``base`` method) in its base method's, unless ``base_params``
+    sets it already."""
+    from .api import method_parameters
+
+    accepted, var_kw = method_parameters(method)
+    if "layer" in accepted:
+        return True
+    base = params.get("base", accepted.get("base"))
+    base_params = params.get("base_params") or {}
+    if not var_kw or not isinstance(base, str) or depth > 4 or not isinstance(base_params, dict) \
+            or "layer" in base_params:
+        return False
+    if host is None:
+        from .plugins import get_host
+
+        host = get_host()
+    try:
+        target = host.methods.get(base).load()
+        inner = target() if isinstance(target, type) else target
+    except Exception:  # noqa: BLE001 - an unknown or broken base is reported by the method's own check
+        return False
+    return _takes_layer(inner, base_params, host, depth + 1)
+
+
+def _explanation_params(exp: Explanation, method: Any, loaded: LoadedModel, config: Config,
+                        host: Any = None) -> dict[str, Any]:
     from .api import method_parameters
 
     params = dict(exp.params)
     accepted, _ = method_parameters(method)
-    if "layer" in accepted and "layer" not in params and loaded.layer is not None:
+    if "layer" not in params and loaded.layer is not None and _takes_layer(method, params, host):
         params["layer"] = loaded.layer
     if "layer" in params:
         params["layer"] = loaded.backend_layer(params["layer"])
@@ -564,7 +673,7 @@ def run(config: Config, *, host: Any = None, quiet: bool = False, source: str | 
             method = load_method(host, exp.method, adapter)
         except CapabilityError as exc:
             raise fail(f"{where}.method", exc) from None
-        params = _explanation_params(exp, method, loaded, config)
+        params = _explanation_params(exp, method, loaded, config, host)
         try:
             full = resolve_params(method, params)
             if "layer" in full and full["layer"] is not None and hasattr(adapter, "check_layer"):

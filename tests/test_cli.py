@@ -97,3 +97,68 @@ def test_run_without_config_uses_the_one_in_the_folder(tmp_path, monkeypatch):
     result = CliRunner().invoke(main, ["run", "--quiet"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "found" / "summary.json").is_file()
+
+
+def test_explain_flags_beat_environment_which_beats_defaults(tmp_path, monkeypatch):
+    import pytest
+
+    pytest.importorskip("torch")
+    a, _ = _tiny_project(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    model = f"{tmp_path / 'tiny_model.py'}:build"
+    env = {"SALPLUG_OUTPUT": str(tmp_path / "from-env"), "SALPLUG_MODEL": "nosuch.py:X"}
+    result = CliRunner().invoke(main, ["explain", str(a), "--model", model, "--target", "1", "--out", "from-flag",
+                                       "-q"], env=env)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "from-flag" / "summary.json").is_file() and not (tmp_path / "from-env").exists()
+    result = CliRunner().invoke(main, ["explain", str(a), "--model", model, "--target", "1", "-q"],
+                                env={"SALPLUG_OUTPUT": str(tmp_path / "from-env")})
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "from-env" / "summary.json").is_file() and not (tmp_path / "salplug-explain").exists()
+    result = CliRunner().invoke(main, ["explain", str(a), "--target", "1", "-q"], env={"SALPLUG_MODEL": model})
+    assert result.exit_code == 0, result.output  # the variable beats the default model
+    assert (tmp_path / "salplug-explain" / "summary.json").is_file()
+
+
+def test_explain_layer_reaches_smoothgrad_over_grad_cam(tmp_path):
+    import json
+
+    import pytest
+
+    pytest.importorskip("torch")
+    a, _ = _tiny_project(tmp_path)
+    out = tmp_path / "o"
+    result = CliRunner().invoke(main, [
+        "explain", str(a), "--model", f"{tmp_path / 'tiny_model.py'}:build", "--target", "1", "-m", "smoothgrad",
+        "-p", "base=grad_cam", "-p", "nsamples=2", "--layer", "conv", "--out", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    params = json.loads((out / "summary.json").read_text())["images"][0]["explanations"][0]["params"]
+    assert params["layer"] == "conv" and params["base"] == "grad_cam"
+
+
+def test_explain_method_prefix_may_be_an_alias_or_the_canonical_name(tmp_path):
+    import json
+
+    import pytest
+
+    pytest.importorskip("torch")
+    a, _ = _tiny_project(tmp_path)
+    model = f"{tmp_path / 'tiny_model.py'}:build"
+    for method, prefix, steps in (("ig", "integrated_gradients", 4), ("integrated_gradients", "ig", 3)):
+        out = tmp_path / f"o-{method}"
+        result = CliRunner().invoke(main, ["explain", str(a), "--model", model, "--target", "1", "-m", method,
+                                           "-p", f"{prefix}.steps={steps}", "--out", str(out), "-q"])
+        assert result.exit_code == 0, result.output
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["images"][0]["explanations"][0]["params"]["steps"] == steps
+
+
+def test_explain_negative_seed_is_a_clean_error(tmp_path):
+    import pytest
+
+    pytest.importorskip("torch")
+    a, _ = _tiny_project(tmp_path)
+    result = CliRunner().invoke(main, ["explain", str(a), "--model", f"{tmp_path / 'tiny_model.py'}:build",
+                                       "-m", "smoothgrad", "--seed", "-3", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "seed: Input should be greater than or equal to 0" in result.stderr, result.output
+    assert "Traceback" not in result.output and not (tmp_path / "o").exists()

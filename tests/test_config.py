@@ -397,3 +397,170 @@ def test_example_configs_are_valid(name, host):
     config = load_config(path, env={}, host=host)
     assert config.model.source == "efficientnet_lite0" and config.explanations
     assert config.path(config.outputs.folder).parent == path.parent
+
+
+# --------------------------------------------------------------------------------------------- #
+# Preprocessing defaults, whole numbers, layers through wrappers, visualizers, model sources
+# --------------------------------------------------------------------------------------------- #
+def _builtin_stand_in(monkeypatch):
+    """The built-in model's loading replaced by a tiny torch network (no weights download)."""
+    import torch
+
+    import salplug.runner
+
+    def tiny(name, backend, dtype="float32"):
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                                  torch.nn.Linear(2, 3))
+        return net.eval(), {}
+
+    monkeypatch.setattr(salplug.runner, "_builtin_model", tiny)
+
+
+def test_builtin_preprocessing_keeps_the_keys_not_given(project, monkeypatch):
+    from salplug.plugins import get_host
+    from salplug.runner import load_model
+
+    _builtin_stand_in(monkeypatch)
+    base = {"inputs": {"files": ["photos/a.png"]}, "explanations": [{"method": "gradients"}]}
+
+    def loaded(pre):
+        model = {"source": "efficientnet_lite0", **({"preprocessing": pre} if pre is not None else {})}
+        m = load_model(load_config(data={**base, "model": model}, env={}), get_host())
+        return m.size, m.scale, m.mean, m.std
+
+    assert loaded(None) == ((224, 224), 255.0, 127.0, 128.0)  # (x * 255 - 127) / 128, docs/config.md
+    assert loaded({"size": 224}) == ((224, 224), 255.0, 127.0, 128.0)
+    assert loaded({"size": 32, "mean": 100.0}) == ((32, 32), 255.0, 100.0, 128.0)
+    maps = []
+    for pre in ("", "preprocessing = { size = 224 }"):
+        (project / "run.toml").write_text(f'[model]\nsource = "efficientnet_lite0"\ntarget = 1\n{pre}\n'
+                                          f'[inputs]\nfiles = ["photos/a.png"]\n[[explanations]]\n'
+                                          f'method = "gradients"\n[outputs]\nfolder = "out"\nformats = ["npz"]\n')
+        assert run_cli("run", str(project / "run.toml"), "-q").exit_code == 0
+        maps.append(np.load(project / "out" / "a" / "gradients.npz")["attribution"])
+    np.testing.assert_array_equal(maps[0], maps[1])
+
+
+@pytest.mark.parametrize("line, fragments", [
+    ("seed = -3", ("seed", "greater than or equal to 0")),
+    ("seed = true", ("seed", "whole number")),
+])
+def test_seed_must_be_a_whole_number_from_0(project, line, fragments):
+    config = write_config(project)
+    config.write_text(config.read_text().replace("seed = 3", line))
+    assert_clean_failure(run_cli("run", str(config)), project, *fragments)
+
+
+def test_batch_size_true_is_not_1(project):
+    result = run_cli("run", str(write_config(project, model_extra="batch_size = true")))
+    assert_clean_failure(result, project, "model.batch_size", "whole number")
+
+
+def test_negative_seed_given_to_smoothgrad_directly_is_a_parameter_error():
+    from salplug.builtin_methods.smoothgrad import make_rng
+    from salplug.errors import ParameterError
+
+    with pytest.raises(ParameterError, match="seed must be an int >= 0"):
+        make_rng(-3)
+    with pytest.raises(ParameterError, match="seed must be an int >= 0"):
+        make_rng(np.int64(-1))
+    assert make_rng(0).integers(10**9) == np.random.default_rng(0).integers(10**9)
+
+
+def test_smoothgrad_over_grad_cam_gets_model_layer(project):
+    config = write_config(project, explanations_extra='[[explanations]]\nmethod = "smoothgrad"\n'
+                                                      'params = { base = "grad_cam", nsamples = 2 }')
+    result = run_cli("run", str(config), "--quiet")
+    assert result.exit_code == 0, result.output
+    summary = json.loads((project / "out" / "summary.json").read_text())
+    by_method = {e["method"]: e for e in summary["images"][0]["explanations"]}
+    assert by_method["smoothgrad"]["params"]["layer"] == "relu"
+    assert "layer" not in by_method["gradients"]["params"]
+
+
+def test_smoothgrad_base_params_layer_wins_over_model_layer(project):
+    from salplug.plugins import get_host
+    from salplug.runner import _explanation_params, load_model
+
+    host = get_host()
+    config = load_config(write_config(project, explanations_extra=(
+        '[[explanations]]\nmethod = "smoothgrad"\nparams = { base = "grad_cam", base_params = { layer = "conv" } }')),
+        env={})
+    loaded = load_model(config, host)
+    smooth = host.methods.get("smoothgrad").load()()
+    assert "layer" not in _explanation_params(config.explanations[1], smooth, loaded, config, host)
+    assert "layer" not in _explanation_params(config.explanations[0], smooth, loaded, config, host)  # base gradients
+
+
+def test_empty_explanation_visualizers_write_no_png(project):
+    config = write_config(project, explanations_extra="visualizers = []")
+    assert run_cli("run", str(config), "--quiet").exit_code == 0
+    summary = json.loads((project / "out" / "summary.json").read_text())
+    gradients, grad_cam = summary["images"][0]["explanations"]
+    assert "png" not in gradients["files"] and not list((project / "out" / "a").glob("gradients_*.png"))
+    assert set(grad_cam["files"]["png"]) == {"heatmap"}  # outputs.visualizers (auto) still apply elsewhere
+
+
+DATACLASS_MODEL = '''
+from __future__ import annotations
+
+import dataclasses
+
+from tiny_model import build as tiny_build
+
+
+@dataclasses.dataclass
+class Settings:
+    eval_mode: bool = True
+
+
+def build():
+    return tiny_build().eval() if Settings().eval_mode else tiny_build()
+'''
+
+
+def test_py_file_model_may_use_dataclasses_and_import_its_siblings(project, monkeypatch, tmp_path_factory):
+    import sys
+
+    monkeypatch.chdir(tmp_path_factory.mktemp("elsewhere"))  # the sibling is found from the file's folder
+    (project / "dc_model.py").write_text(DATACLASS_MODEL)
+    config = write_config(project)
+    config.write_text(config.read_text().replace("tiny_model.py:build", "dc_model.py:build"))
+    before = list(sys.path)
+    result = run_cli("run", str(config), "--quiet")
+    assert result.exit_code == 0, result.output
+    assert (project / "out" / "summary.json").is_file()
+    assert sys.path == before  # the folder was on sys.path only while importing
+
+
+CALL_MODEL_FUNCTION = '''
+import numpy as np
+
+
+def call_model_function(x_value_batch, call_model_args=None, expected_keys=None):
+    x = np.asarray(x_value_batch, np.float64)
+    out = {}
+    if "OUTPUT_LAYER_VALUES" in expected_keys:
+        out["OUTPUT_LAYER_VALUES"] = x.mean(axis=(1, 2, 3))  # one score per photo
+    if "INPUT_OUTPUT_GRADIENTS" in expected_keys:
+        out["INPUT_OUTPUT_GRADIENTS"] = np.full(x.shape, 1.0 / x[0].size)
+    return out
+
+
+def build():
+    return call_model_function
+'''
+
+
+@pytest.mark.parametrize("source", ["fn.py:call_model_function", "fn.py:build"])
+def test_callable_backend_takes_the_function_itself(project, source):
+    (project / "fn.py").write_text(CALL_MODEL_FUNCTION)
+    (project / "run.toml").write_text(f'[model]\nbackend = "callable"\nsource = "{source}"\n'
+                                      f'preprocessing = {{ size = 8 }}\n[inputs]\nfiles = ["photos/a.png"]\n'
+                                      f'[[explanations]]\nmethod = "gradients"\n[outputs]\nfolder = "out"\n'
+                                      f'formats = ["npz"]\n')
+    result = run_cli("run", str(project / "run.toml"), "--quiet")
+    assert result.exit_code == 0, result.output
+    values = np.load(project / "out" / "a" / "gradients.npz")["attribution"]
+    np.testing.assert_allclose(values, np.full((8, 8, 3), 1.0 / 192), rtol=1e-6)  # the function's gradient

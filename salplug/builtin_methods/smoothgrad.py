@@ -21,10 +21,12 @@ MODES = ("mean", "squared", "vargrad")
 
 
 def make_rng(seed):
-    """A numpy Generator (or the given RandomState) from an int, None or a generator."""
+    """A numpy Generator (or the given RandomState) from an int >= 0, None or a generator."""
     if isinstance(seed, (np.random.Generator, np.random.RandomState)):
         return seed
     if seed is None or isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+        if seed is not None and seed < 0:
+            raise ParameterError(f"seed must be an int >= 0 (numpy seeds are non-negative); got {seed!r}.")
         return np.random.default_rng(seed)
     raise ParameterError(f"seed must be an int, None or a numpy Generator/RandomState; got {seed!r}.")
 

@@ -467,3 +467,28 @@ def test_methods_that_compose_other_methods_evaluate_and_recompute():
     for label in result.methods:
         assert np.isfinite(result.scores(label, "deletion")).all()
         assert np.isfinite(result.scores(label, "randomization_corr")).all()
+
+
+def test_evaluate_quiet_prints_no_notes(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    import importlib
+
+    from salplug.cli import main
+
+    ev = importlib.import_module("salplug.evaluate")  # the module (salplug.evaluate is also the function)
+
+    class Result:
+        notes, files = ["outputs used as probabilities"], {}
+
+        def table(self):
+            return "the table"
+
+    monkeypatch.setattr(ev, "evaluate_config", lambda *a, **k: Result())
+    (tmp_path / "c.toml").write_text('[model]\nsource = "efficientnet_lite0"\n[inputs]\nsamples = ["chelsea"]\n'
+                                      '[[explanations]]\nmethod = "gradients"\n')
+    loud = CliRunner().invoke(main, ["evaluate", str(tmp_path / "c.toml")])
+    quiet = CliRunner().invoke(main, ["evaluate", str(tmp_path / "c.toml"), "-q"])
+    assert loud.exit_code == quiet.exit_code == 0, loud.output + quiet.output
+    assert "note: outputs used as probabilities" in loud.output
+    assert "note:" not in quiet.output and "the table" in quiet.output
