@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from .errors import ModelOutputError, ParameterError, SalplugError, TargetError
+from .errors import ModelOutputError, ParameterError, SalplugError, TargetError, did_you_mean
 from .plugins import PluginHost, get_host
 from .registry import instantiate, keyword_parameters, resolve_keywords
 from .types import Attribution, Context, MethodOutput, Targets
@@ -27,9 +28,51 @@ def create_adapter(host: PluginHost, model: Any, backend: str = "auto", **option
             )
     component = host.backends.get(backend)
     adapter_cls = component.load()
+    _check_backend_options(component.name, adapter_cls, options)
     adapter = adapter_cls(model, **options)
     adapter.name = component.name
     return adapter
+
+
+def backend_option_names(adapter_cls: Any) -> tuple[list[str], bool]:
+    """(the option names ``adapter_cls(model, **options)`` accepts, whether it takes **kwargs)."""
+    try:
+        params = list(inspect.signature(adapter_cls).parameters.values())
+    except (TypeError, ValueError):  # no signature to read: let the call decide
+        return [], True
+    names, var_kw = [], False
+    for i, p in enumerate(params):
+        if p.kind is p.VAR_KEYWORD:
+            var_kw = True
+        elif p.kind is p.KEYWORD_ONLY or (p.kind is p.POSITIONAL_OR_KEYWORD and i > 0):
+            names.append(p.name)  # the first positional parameter takes the model
+    return names, var_kw
+
+
+def _check_backend_options(name: str, adapter_cls: Any, options: dict[str, Any]) -> None:
+    accepted, var_kw = backend_option_names(adapter_cls)
+    unknown = [key for key in options if key not in accepted]
+    if unknown and not var_kw:
+        key = unknown[0]
+        raise ParameterError(
+            f"The {name!r} backend has no option {key!r}.{did_you_mean(key, accepted)} "
+            f"Accepted: {', '.join(accepted) or 'none'}."
+        )
+
+
+def _hint_backend_options(adapter: Any, method: Any, params: dict[str, Any]) -> None:
+    """Refuse a backend option passed as a method parameter, saying where it belongs."""
+    accepted_by_method, var_kw = method_parameters(method)
+    if var_kw:
+        return
+    options, _ = backend_option_names(type(adapter))
+    for key in params:
+        if key not in accepted_by_method and key in options:
+            raise ParameterError(
+                f"{key!r} is an option of the {adapter.name!r} backend, not a parameter of method "
+                f"{method.name!r}: pass it as salplug.Explainer(model, {key}=...) or "
+                f"salplug.explain(..., backend_options={{{key!r}: ...}})."
+            )
 
 
 def load_method(host: PluginHost, name: str, adapter: Any) -> Any:
@@ -192,6 +235,7 @@ class Explainer:
                 batch_size: int | None = None, progress: bool | None = None, **params: Any) -> Attribution:
         """Explain ``x`` (one input or a batch) with ``method``; see ``salplug.explain``."""
         m = load_method(self.host, method, self.adapter)
+        _hint_backend_options(self.adapter, m, params)
         full = resolve_params(m, params)
         if batch_size is not None and (not _is_int(batch_size) or batch_size < 1):
             raise ParameterError(f"batch_size must be a positive int, got {batch_size!r}.")

@@ -296,3 +296,69 @@ def test_attribution_visualizes_with_the_host_that_made_it(tmp_path):
     plain = salplug.explain(make_cnn(seed=2), torch.rand(1, 3, 8, 8), target=0)
     with pytest.raises(UnknownComponentError, match="'half'"):
         plain.visualize("half")
+
+
+def test_unknown_backend_option_is_a_parameter_error_listing_the_options(counted):
+    with pytest.raises(ParameterError, match=r"'torch' backend has no option 'devcie'\. Did you mean 'device'\?.*"
+                                             r"Accepted: device, output, num_classes, eval_mode"):
+        salplug.Explainer(counted, devcie="cpu")
+    with pytest.raises(ParameterError, match="no option 'foo'"):
+        salplug.explain(counted, torch.rand(1, 3, 16, 16), backend_options={"foo": 1})
+    assert counted.calls == 0
+
+
+def test_backend_option_given_to_explain_says_where_it_belongs(counted):
+    x = torch.rand(1, 3, 16, 16)
+    with pytest.raises(ParameterError, match=r"'eval_mode' is an option of the 'torch' backend.*"
+                                             r"Explainer\(model, eval_mode=\.\.\.\).*backend_options"):
+        salplug.explain(counted, x, "gradients", eval_mode=False)
+    with pytest.raises(ParameterError, match="'device' is an option of the 'torch' backend"):
+        salplug.Explainer(counted).explain(x, "integrated_gradients", steps=2, device="cpu")
+    assert counted.calls == 0
+    # where the README points: both spellings run the model as it is
+    salplug.explain(counted, x, "gradients", target=0, backend_options={"eval_mode": False})
+    salplug.Explainer(counted, eval_mode=False).explain(x, "gradients", target=0)
+    assert counted.calls == 2
+
+
+def test_backend_option_names_reads_the_adapter_signature():
+    from salplug.api import backend_option_names
+
+    class Fixed:
+        def __init__(self, model, scale=1.0, *, device=None):
+            pass
+
+    class Open:
+        def __init__(self, model, **options):
+            pass
+
+    assert backend_option_names(Fixed) == (["scale", "device"], False)
+    assert backend_option_names(Open) == ([], True)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.parametrize("device", ["cuda", "cuda:1", 0])
+def test_cuda_device_without_cuda_is_refused_up_front(counted, device):
+    with pytest.raises(ParameterError, match=r"asks for CUDA, but .*Available here: cpu"):
+        salplug.Explainer(counted, device=device)
+    assert counted.calls == 0
+
+
+@pytest.mark.parametrize("device", ["bogus", 1.5, True])
+def test_malformed_device_is_a_parameter_error(counted, device):
+    with pytest.raises(ParameterError, match=r"device.*Available here: cpu"):
+        salplug.Explainer(counted, device=device)
+
+
+def test_cuda_device_index_past_the_gpus_is_refused():
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    with pytest.raises(ParameterError, match="only .* CUDA device"):
+        salplug.Explainer(make_cnn(), device=f"cuda:{torch.cuda.device_count()}")
+    assert salplug.Explainer(make_cnn(), device="cuda").adapter.device.type == "cuda"
+
+
+def test_cpu_device_is_accepted(counted):
+    explainer = salplug.Explainer(counted, device="cpu")
+    assert explainer.adapter.device == torch.device("cpu")
+    assert explainer.explain(torch.rand(1, 3, 16, 16), target=0).values.shape == (1, 3, 16, 16)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import inspect
 from pathlib import Path
 
+import pytest
+
 from salplug import hookspecs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,3 +38,50 @@ def test_readme_test_command_is_what_ci_runs():
     installs = {line.replace(" -q", "") for line in ci_lines[:-1]}  # CI installs quietly
     missing = [step for step in readme_steps[:-1] if step not in installs]
     assert not missing, f"README set-up steps CI does not run: {missing}"
+
+
+def test_plugin_example_pins_salplug_as_the_guide_recommends():
+    import tomllib
+
+    guide = (ROOT / "docs" / "plugins.md").read_text()
+    assert "`salplug>=0.1,<0.2`" in guide
+    with open(ROOT / "plugins_example" / "pyproject.toml", "rb") as fh:
+        deps = tomllib.load(fh)["project"]["dependencies"]
+    assert "salplug>=0.1,<0.2" in deps
+
+
+def test_readme_backend_options_are_torch_backend_options():
+    import re
+
+    pytest.importorskip("torch")
+    from salplug.api import backend_option_names
+    from salplug.backends.torch import TorchAdapter
+
+    readme = (ROOT / "README.md").read_text()
+    assert "salplug.Explainer(model, eval_mode=False)" in readme
+    assert 'backend_options={"eval_mode": False}' in readme
+    sentence = readme[readme.index("(backend options such as"):]
+    named = re.findall(r"`(\w+)`", sentence[:sentence.index(")")])
+    accepted, _ = backend_option_names(TorchAdapter)
+    assert named and set(named) <= set(accepted)
+
+
+def test_sic_ordering_report_path_is_the_out_default():
+    import re
+
+    script = (ROOT / "benchmarks" / "sic_ordering.py").read_text()
+    default = re.search(r'"--out", default="([^"]+)"', script).group(1)
+    assert (ROOT / "docs" / "evaluation.md").read_text().count(f"`{default}/REPORT.md`") == 1
+
+
+def test_demo_toml_says_what_salplug_demo_adds():
+    from salplug.demo import DEMO_METHODS
+    import salplug
+
+    host = salplug.get_plugin_manager(autoload=False)
+    listed = {name for name, _ in DEMO_METHODS}
+    extra = sorted(c.name for c in host.methods.components() if c.name not in listed)
+    header = (ROOT / "examples" / "demo.toml").read_text().split("\n\n")[0]
+    assert extra  # the demo runs more than the file lists ...
+    for name in extra:  # ... and the file's header says which
+        assert f"`{name}`" in header, name

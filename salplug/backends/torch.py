@@ -67,6 +67,48 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
 
+def available_devices() -> list[str]:
+    """The devices this torch build can run on here: "cpu", then each CUDA GPU, then "mps"."""
+    found = ["cpu"]
+    if torch.cuda.is_available():
+        found += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        found.append("mps")
+    return found
+
+
+def check_device(device: Any) -> torch.device:
+    """``device`` as a torch.device, or a ParameterError when it is malformed or not available here."""
+    usable = ", ".join(available_devices())
+    try:
+        if isinstance(device, torch.device):
+            dev = device
+        elif isinstance(device, str):
+            dev = torch.device(device)
+        elif isinstance(device, (int, np.integer)) and not isinstance(device, bool):
+            dev = torch.device("cuda", int(device))  # torch's meaning of a bare GPU index
+        else:
+            dev = None
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise ParameterError(f"device {device!r} is not a torch device ({exc}). Available here: {usable}.") from None
+    if dev is None:
+        raise ParameterError(f"device must be a string like 'cpu' or 'cuda:0', a GPU index or a torch.device, got "
+                             f"{device!r}. Available here: {usable}.")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this torch build has no CUDA support" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise ParameterError(f"device {device!r} asks for CUDA, but {why} (torch {torch.__version__}). "
+                                 f"Available here: {usable}.")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ParameterError(f"device {device!r}: there are only {torch.cuda.device_count()} CUDA "
+                                 f"device(s). Available here: {usable}.")
+    elif dev.type == "mps" and "mps" not in usable:
+        raise ParameterError(f"device {device!r} asks for Apple MPS, which is not available here. "
+                             f"Available here: {usable}.")
+    return dev
+
+
 def _first(model: nn.Module, kind: type | tuple[type, ...]) -> nn.Module | None:
     return next((m for m in model.modules() if isinstance(m, kind)), None)
 
@@ -111,7 +153,7 @@ class TorchAdapter:
         params = list(model.parameters()) if isinstance(model, nn.Module) else []
         buffers = list(model.buffers()) if isinstance(model, nn.Module) else []
         first = (params or buffers or [None])[0]
-        self.device = torch.device(device) if device is not None else (
+        self.device = check_device(device) if device is not None else (
             first.device if first is not None else torch.device("cpu"))
         self.dtype = first.dtype if first is not None and first.is_floating_point() else torch.float32
         if not isinstance(eval_mode, bool):
