@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Sequence
 from typing import Any
@@ -34,6 +35,7 @@ def create_adapter(host: PluginHost, model: Any, backend: str = "auto", **option
     return adapter
 
 
+@functools.lru_cache(maxsize=256)
 def backend_option_names(adapter_cls: Any) -> tuple[list[str], bool]:
     """(the option names ``adapter_cls(model, **options)`` accepts, whether it takes **kwargs)."""
     try:

@@ -9,6 +9,7 @@ its full parameters.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 from dataclasses import dataclass, field, replace
@@ -196,13 +197,10 @@ def instantiate(component: Component, adapter: Any) -> Any:
     target = component.load()
     who = f"{component.kind.capitalize()} {component.name!r} (from {component.provider})"
     if isinstance(target, type):
-        try:
-            inspect.signature(target).bind()
-        except TypeError as exc:
+        problem = _arguments_needed(target)
+        if problem:
             raise PluginError(f"{who}: salplug instantiates {target.__name__} without arguments, but it needs "
-                              f"some ({exc}). Fix the plugin: give them defaults.") from None
-        except ValueError:  # no signature to inspect
-            pass
+                              f"some ({problem}). Fix the plugin: give them defaults.")
         obj = target()
     else:
         obj = target
@@ -223,8 +221,26 @@ def instantiate(component: Component, adapter: Any) -> Any:
     return obj
 
 
+@functools.lru_cache(maxsize=1024)
+def _arguments_needed(cls: type) -> str:
+    """Why ``cls()`` cannot be called without arguments ("" when it can); cached per class."""
+    try:
+        inspect.signature(cls).bind()
+    except TypeError as exc:
+        return str(exc)
+    except ValueError:  # no signature to inspect
+        pass
+    return ""
+
+
 def keyword_parameters(func: Any) -> tuple[dict[str, Any], bool]:
     """(``func``'s keyword-only parameters with their defaults, whether it takes **kwargs)."""
+    params, var_kw = _keyword_parameters(getattr(func, "__func__", func))  # bound methods: their function
+    return dict(params), var_kw
+
+
+@functools.lru_cache(maxsize=1024)
+def _keyword_parameters(func: Any) -> tuple[dict[str, Any], bool]:
     params: dict[str, Any] = {}
     var_kw = False
     for p in inspect.signature(func).parameters.values():
