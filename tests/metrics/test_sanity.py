@@ -134,17 +134,7 @@ def test_needs_a_randomisable_backend(images):
 
 
 def test_tf2_keras_model(images):
-    pytest.importorskip("tensorflow")
-    keras = pytest.importorskip("keras")
-    if keras.backend.backend() != "tensorflow":
-        pytest.skip("Keras runs on another backend")
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((16, 16, 3))
-    h = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv1")(inputs)
-    h = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv2")(h)
-    h = keras.layers.GlobalAveragePooling2D()(h)
-    outputs = keras.layers.Dense(5, name="fc")(h)
-    model = keras.Model(inputs, outputs)
+    model = _keras_cnn()
     before = [w.copy() for w in model.get_weights()]
     host = salplug.get_plugin_manager(autoload=False)
     r = evaluate(model, images, ["gradients"], ["model_randomization"], backend="tf2", host=host, progress=False,
