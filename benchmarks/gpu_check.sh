@@ -12,9 +12,9 @@ if compgen -G ".whl/*.whl" > /dev/null; then
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 SALPLUG_DISABLE_PLUGIN_AUTOLOAD=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | tee "$OUT/gpu.txt"
-python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())" 2>&1 | tee -a "$OUT/gpu.txt"
+python3 -c "import torch, numpy, numba; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'numpy', numpy.__version__, 'numba', numba.__version__)" 2>&1 | tee -a "$OUT/gpu.txt"
 # 1. correctness on the device (skipped on a CPU-only machine)
-timeout 240 python3 -m pytest -q -p no:cacheprovider tests/backends/test_torch_cuda.py \
+timeout 150 python3 -m pytest -q -p no:cacheprovider tests/backends/test_torch_cuda.py \
   tests/backends/test_torch_backend.py tests/backends/test_torch_autotune.py 2>&1 | tee "$OUT/tests.log"
 # 2. the benchmark on the device (--quick: fewer repeats and smaller grids, to fit one call)
-timeout 420 python3 -m benchmarks --device cuda --quick --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log"
+timeout 380 python3 -m benchmarks --device cuda --quick --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log"

@@ -434,7 +434,7 @@ def case_memory(args) -> None:
     results = {}
     for steps in (32, 1000):
         cmd = [sys.executable, "-m", "benchmarks.memory", "--steps", str(steps), "--batch-size", "32",
-               "--threads", str(args.threads), "--device", args.device]
+               "--device", args.device] + (["--threads", str(args.threads)] if args.threads else [])
         # glibc raises its mmap threshold after big blocks are freed and then keeps them in the
         # heap, so peak RSS would depend on allocation history; a fixed threshold returns them.
         env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
@@ -527,6 +527,9 @@ def main(argv=None) -> None:
     parser.add_argument("--batch-size", type=int, default=5, help="fixed batch size for the equal-batch rows")
     parser.add_argument("--no-upstream-e2e", dest="upstream_e2e", action="store_false",
                         help="skip upstream's XRAI with default parameters (slow on a CPU)")
+    parser.add_argument("--tf32", action="store_true",
+                        help="on CUDA, keep torch's TF32 defaults (default: full float32 for every contender, "
+                             "so the maps can be compared)")
     parser.add_argument("--json", default=None, help="also write every timing and the table to this file")
     args = parser.parse_args(argv)
 
@@ -539,6 +542,8 @@ def main(argv=None) -> None:
         parser.error("--device cuda: no CUDA device is available")
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.device.startswith("cuda") and not args.tf32:
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     args.repeats = args.repeats or (2 if args.quick else 5)
     args.upstream, args.captum = upstream_available(), captum_available()
     if args.quick and args.device == "cpu":
@@ -550,7 +555,8 @@ def main(argv=None) -> None:
     print(f"salplug benchmark: device {args.device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"python {platform.python_version()}, {os.cpu_count()} CPUs, load average "
           f"{', '.join(f'{v:.1f}' for v in os.getloadavg())}; upstream saliency: {args.upstream}, "
-          f"captum: {args.captum}; repeats {args.repeats}")
+          f"captum: {args.captum}; repeats {args.repeats}"
+          + (f"; TF32 convolutions {torch.backends.cudnn.allow_tf32}" if args.device.startswith("cuda") else ""))
     torch.manual_seed(0)
     models = load_models(args.device, tuple(m.strip() for m in args.models.split(",")))
     start = time.perf_counter()

@@ -103,6 +103,9 @@ def run_method(ctx: Context, name: str, x: np.ndarray, targets: Targets,
     if not isinstance(out, MethodOutput):
         out = MethodOutput(out)
     who = f"Method {method.name!r} (from {ctx.host.methods.get(name).provider})"
+    if ctx.on_device and not isinstance(out.values, np.ndarray) and hasattr(out.values, "shape"):
+        out.device_values = out.values  # a device array: checked (and kept by callers) as numpy
+        out.values = ctx.to_numpy(out.values)
     try:
         out.values = np.asarray(out.values)
         numeric = out.values.dtype.kind in "fiub"
@@ -252,8 +255,9 @@ class Explainer:
         out = run_method(ctx, m.name, canonical, targets, full, checked=True)
         values = np.asarray(out.values, dtype=np.float32)
         extras = {k: v for k, v in out.extras.items() if k != "params"}
+        on_device = out.device_values is not None and info.kind != "numpy"  # no copy back to the device
         return Attribution(
-            values=self.adapter.from_canonical(values, info),
+            values=self.adapter.from_canonical(out.device_values if on_device else values, info),
             canonical=values,
             method=m.name,
             params=full,

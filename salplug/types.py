@@ -73,6 +73,10 @@ class InputInfo:
     batched: bool = True
     device: Any = None
     dtype: Any = None
+    # An adapter that keeps work on its device (``keep_on_device``) may also hold the canonical
+    # input there: ``device_values`` mirrors the numpy canonical array ``device_of``.
+    device_values: Any = field(default=None, repr=False, compare=False)
+    device_of: Any = field(default=None, repr=False, compare=False)
 
 
 @runtime_checkable
@@ -122,6 +126,8 @@ class MethodOutput:
 
     values: np.ndarray
     extras: dict[str, Any] = field(default_factory=dict)
+    # set by the host when a method returned a device array: ``values`` is then its numpy copy
+    device_values: Any = field(default=None, repr=False, compare=False)
 
 
 class Method:
@@ -189,6 +195,38 @@ class Context:
         if not np.isfinite(out).all():
             raise ParameterError(f"{name} contains NaN or infinite values.")
         return out
+
+    # -- device arrays: methods that set ``device_arrays = True`` may keep inner work on the
+    # adapter's device. The arrays stay opaque to the method: it indexes, reshapes and does
+    # arithmetic on them, and moves them only through these helpers (numpy when the adapter
+    # keeps nothing on a device, so the same code runs everywhere).
+    @property
+    def on_device(self) -> bool:
+        """True when the adapter wants inner work kept on its device (e.g. a CUDA model)."""
+        return bool(getattr(self.adapter, "keep_on_device", False))
+
+    def to_device(self, arr: Any) -> Any:
+        """``arr`` (canonical numpy) as the adapter's device array; numpy when not ``on_device``.
+        The canonical input itself comes back without a copy when the caller's data already
+        lives on the device."""
+        if not self.on_device or not isinstance(arr, np.ndarray):
+            return arr
+        info = self.input_info
+        if info is not None and info.device_values is not None and arr is info.device_of:
+            return info.device_values
+        return self.adapter.to_device(arr)
+
+    def to_numpy(self, arr: Any) -> np.ndarray:
+        """A device array (or numpy array) as numpy."""
+        return arr if isinstance(arr, np.ndarray) else self.adapter.to_host(arr)
+
+    def concat(self, parts: list) -> Any:
+        """Arrays joined along the batch axis, numpy or device arrays alike."""
+        if len(parts) == 1:
+            return parts[0]
+        if all(isinstance(p, np.ndarray) for p in parts):
+            return np.concatenate(parts)
+        return self.adapter.concat(parts)
 
     def chunks(self, total: int, desc: str = "", batch_size: int | None = None) -> Iterator[slice]:
         """Slices of ``range(total)`` of at most ``batch_size`` rows, with a progress bar."""

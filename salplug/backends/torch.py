@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -27,8 +28,8 @@ except ImportError as exc:  # pragma: no cover - exercised without torch install
 from ..errors import LayerError, ModelOutputError, ParameterError, TargetError, did_you_mean
 from ._batching import IMAGE_224, rows_for_values
 from ._outputs import make_output_selector as _make_selector, select_logits
-from ..layout import (canonical_to_layout, check_channels, check_image_rank, default_layout, numpy_to_canonical,
-                      read_array)
+from ..layout import (LAYOUTS, canonical_to_layout, check_channels, check_image_rank, default_layout,
+                      numpy_to_canonical, read_array)
 from ..types import GUIDED_GRADIENTS, INPUT_GRADIENTS, LAYER_GRADIENTS, SCORES, InputInfo, Targets
 
 
@@ -57,6 +58,9 @@ CPU_MAX_ROWS = 64
 # ... on CUDA, this fraction of the free memory, at most MAX_AUTO_ROWS rows.
 MAX_AUTO_ROWS = 256
 CUDA_MEMORY_FRACTION = 0.5
+# The CUDA probe's answer per model (weakly held) and (input shape, device, dtype): every
+# Explainer of the same model reuses it, so salplug.explain() pays the probe once per process.
+_PROBED_ROWS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -137,6 +141,10 @@ class TorchAdapter:
     eval_mode : run the model in eval mode during each call (BatchNorm uses its running
         statistics and is not updated, dropout is off), putting every module's own mode back
         afterwards; False runs it in whatever mode it is in.
+    device_arrays : keep the inner work of methods that can (gradients, Guided Backprop, IG,
+        SmoothGrad over those) on the model's device instead of copying every batch to numpy
+        and back. Default: on for a GPU or other accelerator, off on the CPU (where numpy and
+        torch share memory and it changes nothing).
     """
 
     name = "torch"
@@ -145,7 +153,8 @@ class TorchAdapter:
     supports_targets = True
 
     def __init__(self, model: Any, *, device: Any = None, output: Any = None,
-                 num_classes: int | None = None, eval_mode: bool = True) -> None:
+                 num_classes: int | None = None, eval_mode: bool = True,
+                 device_arrays: bool | None = None) -> None:
         if not callable(model):
             raise ParameterError(f"The torch backend needs an nn.Module or a callable, got {type(model).__name__}.")
         self.model = model
@@ -159,6 +168,9 @@ class TorchAdapter:
         if not isinstance(eval_mode, bool):
             raise ParameterError(f"eval_mode must be True or False, got {eval_mode!r}.")
         self.eval_mode = eval_mode
+        if device_arrays is not None and not isinstance(device_arrays, bool):
+            raise ParameterError(f"device_arrays must be True, False or None (automatic), got {device_arrays!r}.")
+        self.keep_on_device = self.device.type != "cpu" if device_arrays is None else device_arrays
         self._num_classes = num_classes if num_classes is not None else infer_num_classes(model)
         # where an unverified class count came from (None once given or seen in an output)
         self.num_outputs_guess = "the model's last Linear layer" if num_classes is None and self._num_classes else None
@@ -170,6 +182,17 @@ class TorchAdapter:
         self.default_batch_size = CPU_BATCH_SIZE if self.device.type == "cpu" else ACCELERATOR_BATCH_SIZE
         self.max_rows: int | None = None   # learned from out-of-memory errors: rows per model call at most
         self._auto_rows: dict[tuple, int] = {}
+
+    @property
+    def model(self) -> Any:
+        return self._model
+
+    @model.setter
+    def model(self, model: Any) -> None:
+        self._model = model
+        # walked around every model call (freezing, eval mode): listed once per model, not per batch
+        self._modules = list(model.modules()) if isinstance(model, nn.Module) else []
+        self._parameters = list(model.parameters()) if isinstance(model, nn.Module) else []
 
     # -- conversion ------------------------------------------------------------------------
     def to_canonical(self, x: Any, layout: str | None = None) -> tuple[np.ndarray, InputInfo]:
@@ -185,29 +208,63 @@ class TorchAdapter:
         canonical, info = numpy_to_canonical(arr, layout or default_layout(arr.ndim, channels_first),
                                              kind=kind, device=device)
         check_channels(canonical, self.in_channels, info, arr.shape)
+        if kind == "torch" and self.keep_on_device and x.device == self.device:
+            # the same numbers, canonical, without leaving the device (a view of the caller's tensor)
+            _, batched, perm = LAYOUTS[info.layout]
+            t = x.detach().to(torch.float32)
+            t = t.permute(perm) if perm is not None else t
+            info.device_values, info.device_of = (t if batched else t[None]), canonical
         return canonical, info
 
-    def from_canonical(self, values: np.ndarray, info: InputInfo) -> Any:
+    def from_canonical(self, values: Any, info: InputInfo) -> Any:
+        if torch.is_tensor(values):  # a device array: back to the caller's layout where it is
+            _, batched, perm = LAYOUTS[info.layout]
+            out = values if batched else values[0]
+            if perm is not None and out.ndim == len(perm):
+                out = out.permute(tuple(int(i) for i in np.argsort(perm)))
+            out = out.to(torch.float32)
+            return out.to(info.device).contiguous() if info.kind == "torch" else self.to_host(out.contiguous())
         out = canonical_to_layout(values, info)
         if info.kind == "torch":
             return torch.from_numpy(out).to(info.device)
         return out
 
-    def _tensor(self, x: np.ndarray) -> torch.Tensor:
-        t = torch.from_numpy(np.ascontiguousarray(x)).to(self.device, self.dtype)
+    # -- device arrays (see ``device_arrays``): canonical layout, on self.device -------------
+    def to_device(self, arr: np.ndarray) -> torch.Tensor:
+        arr = np.ascontiguousarray(arr) if arr.flags.writeable else np.array(arr)  # torch needs writable memory
+        # non_blocking: from pageable memory the driver stages the bytes before returning, so the
+        # array may go at once, and the host does not wait for the GPU's queue (a blocking copy would)
+        return torch.from_numpy(arr).to(self.device, non_blocking=True)
+
+    @staticmethod
+    def to_host(t: torch.Tensor) -> np.ndarray:
+        return t.detach().to("cpu").numpy()
+
+    @staticmethod
+    def concat(parts: list) -> torch.Tensor:
+        return torch.cat(parts)
+
+    def _tensor(self, x: Any) -> torch.Tensor:
+        if torch.is_tensor(x):  # a device array; detached, so the caller's tensor is never touched
+            t = x.detach().to(self.device, self.dtype)
+        else:
+            t = torch.from_numpy(np.ascontiguousarray(x)).to(self.device, self.dtype)
         return t.permute(0, 3, 1, 2) if t.ndim == 4 else t
 
     @staticmethod
-    def _numpy(t: torch.Tensor) -> np.ndarray:
+    def _numpy(t: torch.Tensor, like: Any = None) -> Any:
+        """Model-side ``t`` as canonical numpy float32, or as a device array when ``like`` is one."""
         if t.ndim == 4:
             t = t.permute(0, 2, 3, 1)
+        if torch.is_tensor(like):
+            return t.detach().to(torch.float32)
         return t.detach().to("cpu", torch.float32).numpy()
 
     # -- model calls -----------------------------------------------------------------------
     @contextlib.contextmanager
     def _frozen(self) -> Iterator[None]:
         """Parameters stop requiring grad for the call, so no .grad ever accumulates."""
-        params = [p for p in self.model.parameters() if p.requires_grad] if isinstance(self.model, nn.Module) else []
+        params = [p for p in self._parameters if p.requires_grad]
         for p in params:
             p.requires_grad_(False)
         try:
@@ -220,8 +277,7 @@ class TorchAdapter:
     @contextlib.contextmanager
     def _evaluating(self) -> Iterator[None]:
         """The model in eval mode for the call (see ``eval_mode``); each module's mode comes back."""
-        training = [m for m in self.model.modules() if m.training] if (
-            self.eval_mode and isinstance(self.model, nn.Module)) else []
+        training = [m for m in self._modules if m.training] if self.eval_mode else []
         for m in training:
             m.training = False
         try:
@@ -262,7 +318,8 @@ class TorchAdapter:
         if idx.min() < 0 or idx.max() >= k:
             raise TargetError(f"target {int(idx.max() if idx.max() >= k else idx.min())} is out of "
                               f"range: the model has {k} output classes (0..{k - 1}).")
-        return out.gather(1, torch.as_tensor(idx, device=out.device).view(-1, 1)).view(m)
+        index = torch.from_numpy(np.ascontiguousarray(idx)).to(out.device, non_blocking=True)  # see to_device
+        return out.gather(1, index.view(-1, 1)).view(m)
 
     def num_outputs(self) -> int | None:
         return self._num_classes
@@ -274,12 +331,13 @@ class TorchAdapter:
         CPU: about :data:`CPU_BATCH_VALUES` input values per call (8 images of 224 x 224 x 3;
         more rows for small inputs, where per-call overhead dominates, up to :data:`CPU_MAX_ROWS`). CUDA: a one-off probe
         measures the memory of a two-row gradient pass, and the batch takes
-        :data:`CUDA_MEMORY_FRACTION` of the free memory. Cached per input shape.
+        :data:`CUDA_MEMORY_FRACTION` of the free memory. Cached per input shape (on CUDA, per
+        model too, for every adapter of it).
         """
         key = tuple(x.shape[1:])
         if key not in self._auto_rows:
             if self.device.type == "cuda" and len(x):
-                rows = int(min(max(self._cuda_rows(x), 1), MAX_AUTO_ROWS))
+                rows = self._probed_rows(x)
             elif self.device.type == "cpu":
                 rows = rows_for_values(x, CPU_BATCH_VALUES, CPU_MAX_ROWS)
             else:
@@ -287,6 +345,17 @@ class TorchAdapter:
             self._auto_rows[key] = rows
         rows = self._auto_rows[key]
         return min(rows, self.max_rows) if self.max_rows else rows
+
+    def _probed_rows(self, x: np.ndarray) -> int:
+        """The CUDA probe's rows for inputs like ``x``, shared by every adapter of this model."""
+        key = (tuple(x.shape[1:]), str(self.device), self.dtype)
+        try:
+            seen = _PROBED_ROWS.setdefault(self.model, {})
+        except TypeError:  # a model that cannot be weakly referenced: probe per adapter
+            seen = {}
+        if key not in seen:
+            seen[key] = int(min(max(self._cuda_rows(x), 1), MAX_AUTO_ROWS))
+        return seen[key]
 
     def _cuda_rows(self, x: np.ndarray) -> int:
         probe = np.repeat(x[:1], 2, axis=0)
@@ -340,9 +409,11 @@ class TorchAdapter:
                 start = stop
                 continue
             size = self._shrink(failed)
+        first = pieces[0][0] if isinstance(pieces[0], tuple) else pieces[0]
+        join = torch.cat if torch.is_tensor(first) else np.concatenate
         if isinstance(pieces[0], tuple):
-            return tuple(np.concatenate(parts) for parts in zip(*pieces))
-        return np.concatenate(pieces)
+            return tuple(join(parts) for parts in zip(*pieces))
+        return join(pieces)
 
     def _shrink(self, failed: int) -> int:
         self._release()
@@ -377,7 +448,7 @@ class TorchAdapter:
             t = self._tensor(x).requires_grad_(True)
             s = self._select(self._logits(t), targets)
             (grad,) = torch.autograd.grad(s.sum(), t)
-        return self._numpy(grad)
+        return self._numpy(grad, like=x)
 
     def guided_input_gradients(self, x: np.ndarray, targets: Targets) -> np.ndarray:
         from .torch_guided import guided_relu_gradients

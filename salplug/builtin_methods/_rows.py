@@ -16,15 +16,21 @@ def add_by_sample(out: np.ndarray, samples: np.ndarray, values: np.ndarray) -> N
 
     One vectorised sum per run of equal samples (a batch holds a few runs: the rows of one
     sample are consecutive); ``np.add.reduceat`` would be 3-4x slower on image-sized rows.
+    ``out`` and ``values`` may be device arrays (``Context.to_device``); ``samples`` is numpy.
     """
     starts = np.flatnonzero(np.r_[True, samples[1:] != samples[:-1]])
     if len(starts) == len(samples):  # one row per sample
-        out[samples] += values
+        first = int(samples[0])
+        if int(samples[-1]) - first == len(samples) - 1:  # consecutive (rows of a batch are): a slice
+            out[first:first + len(samples)] += values
+        else:
+            out[samples] += values
         return
     for a, b in zip(starts, np.r_[starts[1:], len(samples)]):
         out[samples[a]] += values[a:b].sum(axis=0, dtype=out.dtype)
 
 
 def broadcast_rows(arr: np.ndarray, samples: np.ndarray) -> np.ndarray:
-    """Rows of ``arr`` for ``samples``; an array with a batch axis of 1 is shared by all."""
-    return arr[np.zeros_like(samples)] if arr.shape[0] == 1 else arr[samples]
+    """Rows of ``arr`` for ``samples``; an array with a batch axis of 1 is shared by all
+    (returned as is: it broadcasts). ``arr`` and ``samples`` may be device arrays."""
+    return arr if arr.shape[0] == 1 else arr[samples]

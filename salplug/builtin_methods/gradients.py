@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from ..hookspecs import hookimpl
 from ..types import INPUT_GRADIENTS, Method
 
@@ -13,11 +11,12 @@ class VanillaGradients(Method):
 
     requires = frozenset({INPUT_GRADIENTS})
 
+    device_arrays = True  # x may be a device array; the work stays there (Context.to_device)
+
     def explain(self, ctx, x, targets):
-        out = np.empty_like(x, dtype=np.float32)
-        for rows in ctx.chunks(len(x), "gradients"):
-            out[rows] = ctx.adapter.input_gradients(x[rows], targets.take(rows))
-        return out
+        x = ctx.to_device(x)  # numpy unless the adapter keeps work on its device
+        return ctx.concat([ctx.adapter.input_gradients(x[rows], targets.take(rows))
+                           for rows in ctx.chunks(len(x), "gradients")])
 
 
 @hookimpl

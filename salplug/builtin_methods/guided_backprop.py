@@ -8,8 +8,6 @@ batches the inputs. Smooth it with ``explain(..., "smoothgrad", base="guided_bac
 
 from __future__ import annotations
 
-import numpy as np
-
 from ..hookspecs import hookimpl
 from ..types import GUIDED_GRADIENTS, Method
 
@@ -19,11 +17,12 @@ class GuidedBackprop(Method):
 
     requires = frozenset({GUIDED_GRADIENTS})
 
+    device_arrays = True  # x may be a device array; the work stays there (Context.to_device)
+
     def explain(self, ctx, x, targets):
-        out = np.empty_like(x, dtype=np.float32)
-        for rows in ctx.chunks(len(x), "guided backprop"):
-            out[rows] = ctx.adapter.guided_input_gradients(x[rows], targets.take(rows))
-        return out
+        x = ctx.to_device(x)  # numpy unless the adapter keeps work on its device
+        return ctx.concat([ctx.adapter.guided_input_gradients(x[rows], targets.take(rows))
+                           for rows in ctx.chunks(len(x), "guided backprop")])
 
 
 @hookimpl

@@ -44,26 +44,32 @@ def check_steps(steps, name: str = "steps") -> None:
 
 def path_gradient_sums(ctx, x: np.ndarray, baseline: np.ndarray, targets, alphas: np.ndarray,
                        weights: np.ndarray, desc: str = "integrated gradients") -> np.ndarray:
-    """sum_k w_k * grad f(x' + a_k (x - x')) per sample, packed in batches of ctx.batch_size."""
+    """sum_k w_k * grad f(x' + a_k (x - x')) per sample, packed in batches of ctx.batch_size.
+
+    Numpy in and out; on an adapter that keeps work on its device (``ctx.on_device``) the path
+    points, gradients and sums stay there, and only ``x - x'`` and the sums cross over."""
     steps = len(alphas)
-    diff = (x - baseline).astype(np.float32, copy=False)
-    total = np.zeros(x.shape, dtype=np.float64)
-    shape = (-1,) + (1,) * (x.ndim - 1)
-    alphas32 = alphas.astype(np.float32)
-    uniform = bool(np.all(weights == weights[0]))  # then weigh the sums once, at the end
     zero_base = not np.any(baseline)
+    diff = ctx.to_device(x if zero_base else (x - baseline).astype(np.float32, copy=False))
+    base = None if zero_base else ctx.to_device(np.ascontiguousarray(baseline, dtype=np.float32))
+    total = ctx.to_device(np.zeros(x.shape, dtype=np.float64))
+    shape = (-1,) + (1,) * (x.ndim - 1)
+    alphas32 = ctx.to_device(alphas.astype(np.float32))
+    uniform = bool(np.all(weights == weights[0]))  # then weigh the sums once, at the end
+    step_weights = None if uniform else ctx.to_device(weights)
     for rows in ctx.chunks(len(x) * steps, desc):
         samples, k = sample_and_step(rows, steps)
-        points = diff[samples]  # a fresh float32 array: the path points are built in place
-        points *= alphas32[k].reshape(shape)
-        if not zero_base:
-            points += broadcast_rows(baseline, samples)
+        samples_d, k_d = ctx.to_device(samples), ctx.to_device(k)  # indices where the arrays are
+        points = diff[samples_d]  # a fresh float32 array: the path points are built in place
+        points *= alphas32[k_d].reshape(shape)
+        if base is not None:
+            points += broadcast_rows(base, samples_d)
         grads = ctx.adapter.input_gradients(points, targets.take(samples))
-        add_by_sample(total, samples, grads if uniform else grads * weights[k].reshape(shape))
+        add_by_sample(total, samples, grads if uniform else grads * step_weights[k_d].reshape(shape))
         del points, grads  # before the next batch is built: peak memory is one batch's worth
     if uniform:
         total *= weights[0]
-    return total
+    return ctx.to_numpy(total)
 
 
 class IntegratedGradients(Method):

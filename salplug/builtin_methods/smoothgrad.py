@@ -79,18 +79,32 @@ class SmoothGrad(Method):
         # sigma): a sample's map does not depend on its batch, and one input reproduces
         # upstream's sequential np.random.normal draws exactly.
         noises = rng.standard_normal((nsamples,) + x.shape[1:])
+        # a base method that takes device arrays gets its noisy batches built on the device
+        device = ctx.on_device and getattr(method, "device_arrays", False)
+        if device:
+            x_d, noises_d = ctx.to_device(x), ctx.to_device(noises.astype(np.float32))
+            sigma_d = ctx.to_device(sigma.astype(np.float32))
         for rows in ctx.chunks(n * nsamples, f"smoothgrad({method.name})"):
             samples, steps = sample_and_step(rows, nsamples)
-            noisy = (x[samples] + noises[steps] * sigma[samples].reshape(shape)).astype(np.float32)
+            if device:
+                samples_d, steps_d = ctx.to_device(samples), ctx.to_device(steps)
+                noisy = x_d[samples_d] + noises_d[steps_d] * sigma_d[samples_d].reshape(shape)
+            else:
+                noisy = (x[samples] + noises[steps] * sigma[samples].reshape(shape)).astype(np.float32)
             out = method.explain(ctx, noisy, targets.take(samples), **params)
-            maps = np.asarray(out.values if isinstance(out, MethodOutput) else out, np.float64)
+            maps = out.values if isinstance(out, MethodOutput) else out
+            if not device or isinstance(maps, np.ndarray):
+                maps = np.asarray(maps, np.float64)
             if total is None:
-                total = np.zeros((n,) + maps.shape[1:], np.float64)
-                squares = np.zeros_like(total) if mode != "mean" else None
+                total = ctx.to_device(np.zeros((n,) + tuple(maps.shape[1:]), np.float64)) if device else \
+                    np.zeros((n,) + maps.shape[1:], np.float64)
+                squares = (total * 0 if device else np.zeros_like(total)) if mode != "mean" else None
             if mode != "squared":
                 add_by_sample(total, samples, maps)
             if squares is not None:
                 add_by_sample(squares, samples, maps * maps)
+        total = ctx.to_numpy(total)
+        squares = None if squares is None else ctx.to_numpy(squares)
         mean = total / nsamples
         if mode == "mean":
             return mean.astype(np.float32)

@@ -140,7 +140,8 @@ def test_pieces_equal_one_batch_for_every_primitive():
 
 def test_cuda_batch_size_comes_from_free_memory(monkeypatch):
     """The CUDA rule with the device's memory counters simulated: half the free memory."""
-    adapter = TorchAdapter(make_cnn())
+    model = make_cnn()
+    adapter = TorchAdapter(model)
     adapter.device = torch.device("cuda")
     mib = 2**20
     counters = {"allocated": 100 * mib}
@@ -157,6 +158,14 @@ def test_cuda_batch_size_comes_from_free_memory(monkeypatch):
     assert adapter.batch_size_for(x) == int(0.5 * (3000 + 60) / 30)  # 30 MiB per row
     assert probes == [(2, 64, 64, 3)]
     assert adapter.batch_size_for(x) == 51 and len(probes) == 1  # cached per input shape
+    again = TorchAdapter(model)  # what each salplug.explain() call makes: the probe is not repeated
+    again.device = torch.device("cuda")
+    monkeypatch.setattr(again, "_input_gradients", lambda x, targets: probes.append(x.shape))
+    assert again.batch_size_for(x) == 51 and len(probes) == 1
+    other = TorchAdapter(make_cnn(seed=1))  # another model is probed on its own
+    other.device = torch.device("cuda")
+    monkeypatch.setattr(other, "_input_gradients", lambda x, targets: probes.append(x.shape))
+    assert other.batch_size_for(x) == 51 and len(probes) == 2
 
     def oom(x, targets):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory")

@@ -8,6 +8,7 @@ from conftest import make_cnn
 
 import salplug
 from salplug.errors import LayerError, ModelOutputError, TargetError
+from salplug.types import Targets
 
 torch = pytest.importorskip("torch")
 nn = torch.nn
@@ -242,3 +243,15 @@ def test_a_one_dimensional_convolutional_network_takes_batches_of_signals():
     out = salplug.explain(model, x.detach(), "gradients", target=1)
     assert out.values.shape == (5, 2, 16)
     torch.testing.assert_close(out.values, x.grad)
+
+
+def test_a_model_swapped_into_an_adapter_is_the_one_frozen_and_put_in_eval_mode():
+    """The adapter lists modules and parameters once per model (not per batch); a new model
+    (as the sanity metric's randomised copy) is listed afresh."""
+    adapter = salplug.Explainer(_bn_dropout_model()).adapter
+    other = _bn_dropout_model().train()
+    adapter.model = other
+    seen = []
+    other[1].register_forward_hook(lambda m, i, o: seen.append((m.training, other[6].weight.requires_grad)))
+    adapter.input_gradients(np.random.default_rng(0).random((2, 9, 9, 3), dtype=np.float32), Targets(np.array([0, 1])))
+    assert seen == [(False, False)] and other[1].training and other[6].weight.requires_grad

@@ -31,6 +31,15 @@ METHODS = {
 }
 
 
+@pytest.fixture(autouse=True)
+def _full_float32_precision():
+    """CUDA convolutions and matmuls default to TF32 (10-bit mantissa) in torch; compare at full float32."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 def maps_on(device: str, method: str, params: dict, seed: int = 0) -> np.ndarray:
     model = copy.deepcopy(make_cnn(seed=seed)).to(device)
     x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(seed)).to(device)
@@ -58,3 +67,28 @@ def test_automatic_batch_size_comes_from_free_memory_and_is_used():
     ex.adapter.input_gradients = lambda xb, t: seen.append(len(xb)) or inner(xb, t)
     ex.explain(torch.from_numpy(x).permute(0, 3, 1, 2).cuda(), "ig", target=1, steps=300)
     assert max(seen) == min(rows, 300) and sum(seen) == 300
+
+
+class _Wide(torch.nn.Module):
+    """A small CNN whose first step copies its input 2048 times: about 25 MB per row on the GPU."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = make_cnn(seed=4)
+
+    def forward(self, x):
+        wide = x.repeat(1, 2048, 1, 1)
+        return self.net(wide.view(len(x), 2048, 3, *x.shape[2:]).mean(1))
+
+
+def test_a_real_out_of_memory_error_halves_the_batch_and_the_map_is_unchanged():
+    model = _Wide().cuda()
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(1)).cuda()
+    ex = salplug.Explainer(model)
+    # 8192 rows at once need about 200 GB plus the backward pass: more than any single GPU has
+    with pytest.warns(RuntimeWarning, match="Out of memory with 8192 rows"):
+        big = ex.explain(x, "ig", target=2, steps=8192, batch_size=8192)
+    assert 1 <= ex.adapter.max_rows <= 4096
+    torch.cuda.empty_cache()
+    small = salplug.explain(model, x, "ig", target=2, steps=8192, batch_size=256)
+    torch.testing.assert_close(big.values, small.values, rtol=1e-4, atol=1e-6)

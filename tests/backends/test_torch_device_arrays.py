@@ -1,0 +1,124 @@
+"""Device arrays: with ``device_arrays=True`` (the default on a GPU) the inner work of gradients,
+Guided Backprop, IG and SmoothGrad stays in torch tensors on the model's device. Forced on here
+on the CPU, every map must equal the numpy path's, and the tensor path must really be taken.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import make_cnn
+
+import salplug
+from salplug.errors import ParameterError
+
+torch = pytest.importorskip("torch")
+
+from salplug.backends.torch import TorchAdapter  # noqa: E402
+
+CASES = [
+    ("gradients", {}),
+    ("guided_backprop", {}),
+    ("integrated_gradients", {"steps": 7}),
+    ("integrated_gradients", {"steps": 6, "rule": "gausslegendre"}),  # weights differ per step
+    ("integrated_gradients", {"steps": 5, "baseline": 0.25}),
+    ("smoothgrad", {"nsamples": 5, "seed": 1}),
+    ("smoothgrad", {"nsamples": 5, "seed": 2, "mode": "squared", "base": "guided_backprop"}),
+    ("smoothgrad", {"nsamples": 4, "seed": 3, "mode": "vargrad"}),
+    ("smoothgrad", {"nsamples": 3, "seed": 4, "base": "integrated_gradients", "base_params": {"steps": 4}}),
+    ("xrai", {"steps": 4}),
+    ("blur_ig", {"steps": 4}),
+    ("grad_cam", {"layer": "conv2"}),
+]
+
+
+def both(method, params, x, batch_size=3, **kw):
+    """(map with device arrays, map without) for the same model and input."""
+    model = make_cnn(seed=2)
+    on = salplug.explain(model, x, method, target=[1, 4, 7][: len(x)] if x.ndim == 4 else 1,
+                         batch_size=batch_size, backend_options={"device_arrays": True}, **params, **kw)
+    off = salplug.explain(model, x, method, target=[1, 4, 7][: len(x)] if x.ndim == 4 else 1,
+                          batch_size=batch_size, backend_options={"device_arrays": False}, **params, **kw)
+    return on, off
+
+
+@pytest.mark.parametrize("method,params", CASES, ids=lambda v: v if isinstance(v, str) else "")
+def test_every_map_equals_the_numpy_path(method, params):
+    x = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    on, off = both(method, params, x)
+    assert torch.is_tensor(on.values) and on.values.shape == off.values.shape
+    scale = float(np.abs(off.canonical).max())
+    np.testing.assert_allclose(on.canonical, off.canonical, rtol=1e-5, atol=1e-6 * scale)
+    torch.testing.assert_close(on.values, off.values, rtol=1e-5, atol=1e-6 * scale)
+
+
+def test_the_tensor_path_is_taken_and_the_input_is_never_copied():
+    model = make_cnn(seed=2)
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    seen = {}
+    for flag in (True, False):
+        ex = salplug.Explainer(model, device_arrays=flag)
+        inner = ex.adapter.input_gradients
+        kinds = seen[flag] = []
+
+        def spy(rows, targets, inner=inner, kinds=kinds):
+            kinds.append(("tensor", rows.data_ptr()) if torch.is_tensor(rows) else ("numpy", None))
+            return inner(rows, targets)
+
+        ex.adapter.input_gradients = spy
+        ex.explain(x, "gradients", target=[0, 1])
+        ex.explain(x, "ig", target=[0, 1], steps=4, batch_size=4)  # two batches
+        ex.explain(x, "smoothgrad", target=[0, 1], nsamples=2, seed=0)
+    assert seen[False] == [("numpy", None)] * len(seen[False]) and len(seen[False]) == 4
+    assert [k for k, _ in seen[True]] == ["tensor"] * 4
+    assert seen[True][0][1] == x.data_ptr()  # gradients ran on the caller's own tensor, no copy
+    assert not x.requires_grad and x.grad is None
+
+
+def test_a_caller_tensor_that_requires_grad_is_left_alone():
+    model = make_cnn(seed=2)
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(1)).requires_grad_(True)
+    before = x.detach().clone()
+    on = salplug.explain(model, x, "gradients", target=1, backend_options={"device_arrays": True})
+    off = salplug.explain(model, x.detach(), "gradients", target=1)
+    torch.testing.assert_close(on.values, off.values)
+    assert x.grad is None and torch.equal(x.detach(), before)
+    assert not on.values.requires_grad
+
+
+@pytest.mark.parametrize("layout", ["CHW", "NHWC-numpy", "HWC-numpy"])
+def test_other_layouts_and_numpy_inputs(layout):
+    rng = np.random.default_rng(3)
+    if layout == "CHW":
+        x = torch.from_numpy(rng.random((3, 16, 16), dtype=np.float32))
+    elif layout == "NHWC-numpy":
+        x = rng.random((2, 16, 16, 3), dtype=np.float32)
+    else:
+        x = rng.random((16, 16, 3), dtype=np.float32)
+    on, off = both("integrated_gradients", {"steps": 5}, x)
+    assert type(on.values) is type(off.values) and on.values.shape == off.values.shape
+    np.testing.assert_allclose(np.asarray(on.values), np.asarray(off.values), rtol=1e-5, atol=1e-8)
+
+
+def test_out_of_memory_halving_joins_device_pieces():
+    from test_torch_autotune import OOMAbove
+
+    inner = make_cnn(seed=2)
+    x = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(5))
+    want = salplug.explain(inner, x, "ig", target=2, steps=6, batch_size=24).values
+    model = OOMAbove(inner, limit=5)
+    with pytest.warns(RuntimeWarning, match="Out of memory"):
+        got = salplug.explain(model, x, "ig", target=2, steps=6, batch_size=24,
+                              backend_options={"device_arrays": True}).values
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-8)
+    with pytest.warns(RuntimeWarning, match="Out of memory"):
+        got = salplug.explain(OOMAbove(inner, limit=1), x, "gradients", target=2,
+                              backend_options={"device_arrays": True}).values
+    torch.testing.assert_close(got, salplug.explain(inner, x, "gradients", target=2).values)
+
+
+def test_default_is_off_on_the_cpu_and_bad_values_are_refused():
+    assert TorchAdapter(make_cnn()).keep_on_device is False
+    assert TorchAdapter(make_cnn(), device_arrays=True).keep_on_device is True
+    with pytest.raises(ParameterError, match="device_arrays must be True, False or None"):
+        TorchAdapter(make_cnn(), device_arrays="yes")
