@@ -81,8 +81,9 @@ class GradCam(Method):
     def explain(self, ctx, x, targets, *, layer=None, relu=True, should_resize=True, three_dims=True,
                 normalize=None):
         maps = None
+        inputs = ctx.to_device(x)  # no copy of a GPU input when the adapter keeps work there
         for rows in ctx.chunks(len(x), "grad_cam"):
-            values, grads = ctx.adapter.layer_values_and_gradients(x[rows], targets.take(rows), layer)
+            values, grads = ctx.adapter.layer_values_and_gradients(inputs[rows], targets.take(rows), layer)
             values, grads = np.asarray(values), np.asarray(grads)
             if values.ndim != 4 or grads.shape != values.shape:
                 raise LayerError(
