@@ -244,6 +244,12 @@ class TorchAdapter:
     def concat(parts: list) -> torch.Tensor:
         return torch.cat(parts)
 
+    def standard_normal(self, shape: tuple[int, ...], seed: int) -> torch.Tensor:
+        """N(0, 1) float32 draws on the device from a generator seeded with ``seed``."""
+        generator = torch.Generator(device=self.device)
+        generator.manual_seed(seed)
+        return torch.randn(shape, generator=generator, device=self.device, dtype=torch.float32)
+
     def _tensor(self, x: Any) -> torch.Tensor:
         if torch.is_tensor(x):  # a device array; detached, so the caller's tensor is never touched
             t = x.detach().to(self.device, self.dtype)

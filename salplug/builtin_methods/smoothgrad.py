@@ -18,6 +18,7 @@ from .integrated_gradients import check_steps
 from ._rows import add_by_sample, sample_and_step
 
 MODES = ("mean", "squared", "vargrad")
+NOISE = ("auto", "host")
 
 
 def make_rng(seed):
@@ -31,6 +32,13 @@ def make_rng(seed):
     raise ParameterError(f"seed must be an int, None or a numpy Generator/RandomState; got {seed!r}.")
 
 
+def _derive_seed(rng) -> int:
+    """An int seed for a device generator, drawn from the numpy generator ``rng``."""
+    if isinstance(rng, np.random.Generator):
+        return int(rng.integers(2**63 - 1))
+    return int(rng.randint(0, 2**31 - 1))  # a RandomState
+
+
 class SmoothGrad(Method):
     """Average a base method's maps over noisy copies of each input.
 
@@ -42,6 +50,12 @@ class SmoothGrad(Method):
     stdev : absolute noise level (overrides stdev_spread).
     mode : "mean", "squared" or "vargrad".
     seed : int, numpy Generator or RandomState (the same seed gives the same map).
+    noise : where the noise is drawn. "host": numpy's generator, the same numbers on every
+        device (one input reproduces upstream's draws). "auto" (default): the same, except when
+        the backend keeps the work on an accelerator (a torch model on a GPU) and the base
+        method takes device arrays (gradients, Guided Backprop): then the backend's own
+        generator draws it there, seeded from ``seed`` -- the same seed gives the same map on
+        that device, but not the numbers a CPU run draws.
     base_params : parameters of the base method (other unknown keywords go there too).
     """
 
@@ -54,10 +68,12 @@ class SmoothGrad(Method):
         return method, resolve_params(method, {**(base_params or {}), **kwargs})
 
     def check(self, ctx, x, targets, *, base="gradients", nsamples=25, stdev_spread=0.15, stdev=None,
-              mode="mean", seed=None, base_params=None, **kwargs):
+              mode="mean", seed=None, noise="auto", base_params=None, **kwargs):
         check_steps(nsamples, "nsamples")
         if mode not in MODES:
             raise ParameterError(f"mode must be one of {', '.join(MODES)}; got {mode!r}.")
+        if not isinstance(noise, str) or noise not in NOISE:
+            raise ParameterError(f"noise must be one of {', '.join(NOISE)}; got {noise!r}.")
         if stdev is None and not (np.isscalar(stdev_spread) and stdev_spread >= 0):
             raise ParameterError(f"stdev_spread must be a non-negative number, got {stdev_spread!r}.")
         if stdev is not None and not (np.isscalar(stdev) and stdev >= 0):
@@ -67,7 +83,7 @@ class SmoothGrad(Method):
         method.check(ctx, x, targets, **params)
 
     def explain(self, ctx, x, targets, *, base="gradients", nsamples=25, stdev_spread=0.15, stdev=None,
-                mode="mean", seed=None, base_params=None, **kwargs):
+                mode="mean", seed=None, noise="auto", base_params=None, **kwargs):
         method, params = self._base(ctx, base, base_params, kwargs)
         rng = make_rng(seed)
         n = len(x)
@@ -78,12 +94,16 @@ class SmoothGrad(Method):
         # One standard-normal draw per noise step, shared by every sample (scaled by its own
         # sigma): a sample's map does not depend on its batch, and one input reproduces
         # upstream's sequential np.random.normal draws exactly.
-        noises = rng.standard_normal((nsamples,) + x.shape[1:])
         # a base method that takes device arrays gets its noisy batches built on the device
         device = ctx.on_device and getattr(method, "device_arrays", False)
+        noise_shape = (nsamples,) + x.shape[1:]
+        if device and noise == "auto" and hasattr(ctx.adapter, "standard_normal"):
+            noises_d = ctx.adapter.standard_normal(noise_shape, seed=_derive_seed(rng))
+        else:
+            noises = rng.standard_normal(noise_shape)
+            noises_d = ctx.to_device(noises.astype(np.float32)) if device else None
         if device:
-            x_d, noises_d = ctx.to_device(x), ctx.to_device(noises.astype(np.float32))
-            sigma_d = ctx.to_device(sigma.astype(np.float32))
+            x_d, sigma_d = ctx.to_device(x), ctx.to_device(sigma.astype(np.float32))
         for rows in ctx.chunks(n * nsamples, f"smoothgrad({method.name})"):
             samples, steps = sample_and_step(rows, nsamples)
             if device:

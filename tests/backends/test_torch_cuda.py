@@ -20,7 +20,7 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA d
 METHODS = {
     "gradients": {},
     "integrated_gradients": {"steps": 16},
-    "smoothgrad": {"nsamples": 6, "seed": 0},
+    "smoothgrad": {"nsamples": 6, "seed": 0, "noise": "host"},  # numpy's draws on both devices
     "guided_backprop": {},
     "occlusion": {"size": 4, "stride": 2},
     "grad_cam": {"layer": "conv2"},
@@ -92,3 +92,18 @@ def test_a_real_out_of_memory_error_halves_the_batch_and_the_map_is_unchanged():
     torch.cuda.empty_cache()
     small = salplug.explain(model, x, "ig", target=2, steps=8192, batch_size=256)
     torch.testing.assert_close(big.values, small.values, rtol=1e-4, atol=1e-6)
+
+
+def test_smoothgrad_noise_drawn_on_the_gpu_is_reproducible_and_agrees_with_host_noise():
+    model = make_cnn(seed=1).cuda()
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(2)).cuda()
+
+    def sg(seed, noise="auto"):
+        out = salplug.explain(model, x, "smoothgrad", target=[1, 3], nsamples=200, seed=seed, noise=noise)
+        assert out.values.device == x.device
+        return out.canonical
+
+    first = sg(0)
+    np.testing.assert_array_equal(first, sg(0))
+    assert not np.allclose(first, sg(1))
+    assert np.corrcoef(first.ravel(), sg(0, "host").ravel())[0, 1] > 0.95

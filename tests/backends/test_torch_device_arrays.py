@@ -22,9 +22,9 @@ CASES = [
     ("integrated_gradients", {"steps": 7}),
     ("integrated_gradients", {"steps": 6, "rule": "gausslegendre"}),  # weights differ per step
     ("integrated_gradients", {"steps": 5, "baseline": 0.25}),
-    ("smoothgrad", {"nsamples": 5, "seed": 1}),
-    ("smoothgrad", {"nsamples": 5, "seed": 2, "mode": "squared", "base": "guided_backprop"}),
-    ("smoothgrad", {"nsamples": 4, "seed": 3, "mode": "vargrad"}),
+    ("smoothgrad", {"nsamples": 5, "seed": 1, "noise": "host"}),
+    ("smoothgrad", {"nsamples": 5, "seed": 2, "mode": "squared", "base": "guided_backprop", "noise": "host"}),
+    ("smoothgrad", {"nsamples": 4, "seed": 3, "mode": "vargrad", "noise": "host"}),
     ("smoothgrad", {"nsamples": 3, "seed": 4, "base": "integrated_gradients", "base_params": {"steps": 4}}),
     ("xrai", {"steps": 4}),
     ("blur_ig", {"steps": 4}),
@@ -122,3 +122,30 @@ def test_default_is_off_on_the_cpu_and_bad_values_are_refused():
     assert TorchAdapter(make_cnn(), device_arrays=True).keep_on_device is True
     with pytest.raises(ParameterError, match="device_arrays must be True, False or None"):
         TorchAdapter(make_cnn(), device_arrays="yes")
+
+
+def test_smoothgrad_draws_its_noise_on_the_device_by_default_reproducibly():
+    model = make_cnn(seed=2)
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(7))
+    ex = salplug.Explainer(model, device_arrays=True)
+    draws = []
+    inner = ex.adapter.standard_normal
+    ex.adapter.standard_normal = lambda shape, seed: draws.append((shape, seed)) or inner(shape, seed)
+
+    def sg(seed, noise="auto", nsamples=150):
+        return ex.explain(x, "smoothgrad", target=[1, 2], nsamples=nsamples, seed=seed, noise=noise).canonical
+
+    first, again, other = sg(0), sg(0), sg(1)
+    assert [shape for shape, _ in draws] == [(150, 16, 16, 3)] * 3
+    assert draws[0][1] == draws[1][1] != draws[2][1]
+    np.testing.assert_array_equal(first, again)  # the same seed gives the same map
+    assert not np.allclose(first, other)
+    host = sg(0, "host")
+    assert len(draws) == 3 and not np.allclose(first, host)  # host noise: numpy's draws, not the device's
+    # both estimate the same expectation: the maps agree closely, though not number for number
+    assert np.corrcoef(first.ravel(), host.ravel())[0, 1] > 0.95
+
+
+def test_noise_must_be_auto_or_host():
+    with pytest.raises(ParameterError, match="noise must be one of auto, host"):
+        salplug.explain(make_cnn(), torch.rand(1, 3, 8, 8), "smoothgrad", target=1, noise="gpu")
