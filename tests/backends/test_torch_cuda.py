@@ -104,6 +104,8 @@ def test_smoothgrad_noise_drawn_on_the_gpu_is_reproducible_and_agrees_with_host_
         return out.canonical
 
     first = sg(0)
-    np.testing.assert_array_equal(first, sg(0))
-    assert not np.allclose(first, sg(1))
+    scale = float(np.abs(first).max())
+    # the same noise; cuDNN's backward kernels are not bit-deterministic, so equal to rounding
+    np.testing.assert_allclose(sg(0), first, rtol=1e-4, atol=1e-5 * scale)
+    assert not np.allclose(first, sg(1), rtol=1e-2, atol=1e-3 * scale)
     assert np.corrcoef(first.ravel(), sg(0, "host").ravel())[0, 1] > 0.95
