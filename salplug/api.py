@@ -148,10 +148,11 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
-def resolve_targets(adapter: Any, x: np.ndarray, target: Any, batch_size: int) -> Targets:
+def resolve_targets(adapter: Any, x: np.ndarray, target: Any, batch_size: int, inputs: Any = None) -> Targets:
     """Turn the user's ``target`` into per-sample Targets, checking range before model work.
 
-    ``None`` or ``"top1"`` picks each sample's highest output (one forward pass).
+    ``None`` or ``"top1"`` picks each sample's highest output (one forward pass, over
+    ``inputs`` when given: the same rows as ``x``, e.g. already on the adapter's device).
     """
     n = x.shape[0]
     supports = getattr(adapter, "supports_targets", True)
@@ -162,7 +163,8 @@ def resolve_targets(adapter: Any, x: np.ndarray, target: Any, batch_size: int) -
     if target is None or (isinstance(target, str) and target.lower() in ("top1", "top-1", "auto")):
         if not supports:
             return Targets.none()
-        outputs = [np.asarray(adapter.outputs(x[s])) for s in _slices(n, batch_size)]
+        rows = x if inputs is None else inputs
+        outputs = [np.asarray(adapter.outputs(rows[s])) for s in _slices(n, batch_size)]
         if all(o.size == len(o) for o in outputs):  # one score per sample: explain that score
             return Targets.none()
         return Targets(np.concatenate([o.reshape(len(o), -1).argmax(axis=1) for o in outputs]))
@@ -251,7 +253,9 @@ class Explainer:
             m.check(ctx, canonical, Targets.none(), **full)
         if batch_size is None and self._auto_batch and hasattr(self.adapter, "batch_size_for"):
             ctx.batch_size = size = self.adapter.batch_size_for(canonical)
-        targets = resolve_targets(self.adapter, canonical, target, size)
+        # a caller's tensor already on the adapter's device: the top-1 pass reads it there
+        targets = resolve_targets(self.adapter, canonical, target, size,
+                                  inputs=info.device_values if ctx.on_device else None)
         out = run_method(ctx, m.name, canonical, targets, full, checked=True)
         values = np.asarray(out.values, dtype=np.float32)
         extras = {k: v for k, v in out.extras.items() if k != "params"}

@@ -149,3 +149,18 @@ def test_smoothgrad_draws_its_noise_on_the_device_by_default_reproducibly():
 def test_noise_must_be_auto_or_host():
     with pytest.raises(ParameterError, match="noise must be one of auto, host"):
         salplug.explain(make_cnn(), torch.rand(1, 3, 8, 8), "smoothgrad", target=1, noise="gpu")
+
+
+def test_top1_targets_come_from_the_callers_tensor_where_it_lies():
+    model = make_cnn(seed=2)
+    x = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(4))
+    ex = salplug.Explainer(model, device_arrays=True)
+    seen = []
+    inner = ex.adapter.outputs
+    ex.adapter.outputs = lambda rows: seen.append(
+        torch.is_tensor(rows) and rows.data_ptr() == x.data_ptr()) or inner(rows)
+    out = ex.explain(x, "gradients")
+    assert seen == [True]
+    want = model(x).argmax(1).tolist()
+    assert out.target == want
+    torch.testing.assert_close(out.values, salplug.explain(model, x, "gradients", target=want).values)
