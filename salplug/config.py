@@ -107,6 +107,13 @@ class Preprocessing(_Section):
     mean: Union[float, tuple[float, float, float]] = 0.0
     std: Union[float, tuple[float, float, float]] = 1.0
 
+    @field_validator("size", mode="before")
+    @classmethod
+    def _one_side_or_two(cls, value):
+        if isinstance(value, (list, tuple)) and len(value) != 2:
+            raise ValueError(f"size is one side or [height, width]; got {len(value)} numbers {list(value)!r}")
+        return value
+
     @field_validator("size")
     @classmethod
     def _positive(cls, value):
@@ -268,11 +275,12 @@ def find_config(folder: str | Path = ".") -> Path | None:
     if pyproject.is_file():
         import tomllib
 
+        text = pyproject.read_text(encoding="utf-8")
         try:
-            if "salplug" in tomllib.loads(pyproject.read_text(encoding="utf-8")).get("tool", {}):
+            if "salplug" in tomllib.loads(text).get("tool", {}):
                 return pyproject
-        except tomllib.TOMLDecodeError:
-            return None
+        except tomllib.TOMLDecodeError:  # a broken file that means to configure salplug: load it, to say why
+            return pyproject if "tool.salplug" in text else None
     return None
 
 

@@ -167,6 +167,13 @@ def test_more_bad_values_fail_cleanly(project, extra, fragments):
     assert_clean_failure(result, project, *fragments)
 
 
+def test_a_size_of_three_numbers_says_what_a_size_is(project):
+    config = write_config(project)
+    config.write_text(config.read_text().replace("size = 16,", "size = [16, 16, 3],"))
+    result = run_cli("run", str(config))
+    assert_clean_failure(result, project, "model.preprocessing.size", "one side or [height, width]", "3 numbers")
+
+
 def test_bad_method_parameter_value_is_caught_before_work(project):
     config = write_config(project)
     config.write_text(config.read_text().replace('method = "grad_cam"', 'method = "grad_cam"\nparams = { relu = "yes" }'))
@@ -255,6 +262,16 @@ def test_yaml_and_pyproject_and_toml_give_the_same_config(project):
     assert find_config(project) == pyproject
     (project / "salplug.toml").write_text(toml_path.read_text())
     assert find_config(project) == project / "salplug.toml"
+
+
+def test_a_broken_pyproject_with_a_salplug_table_says_what_is_broken(tmp_path):
+    path = tmp_path / "pyproject.toml"
+    path.write_text('[project]\nname = "x"\n\n[tool.salplug\nseed = 3\n')
+    assert find_config(tmp_path) == path  # found, so that loading it reports the syntax error
+    with pytest.raises(ConfigError, match="pyproject.toml"):
+        load_config(path)
+    path.write_text('[project\nname = "x"\n')  # broken, but nothing to do with salplug
+    assert find_config(tmp_path) is None
 
 
 def test_pyproject_without_table_is_an_error(tmp_path):
