@@ -45,6 +45,8 @@ ENV_VARS: dict[str, str] = {
     "SALPLUG_SEED": "seed",
     "SALPLUG_OUTPUT": "outputs.folder",
 }
+#: Variables holding a folder: made absolute from the working folder, as the --out flag is.
+ENV_PATHS = frozenset({"SALPLUG_OUTPUT"})
 
 
 class ConfigError(SalplugError, ValueError):
@@ -308,7 +310,10 @@ def apply_overrides(data: Mapping[str, Any], overrides: Mapping[str, Any] | None
     env = os.environ if env is None else env
     for var, key in ENV_VARS.items():
         if env.get(var) not in (None, ""):
-            _set_path(out, key, env[var])
+            value = env[var]
+            if var in ENV_PATHS:  # like --out: a relative path starts at the working folder
+                value = str(Path(value).expanduser().absolute())
+            _set_path(out, key, value)
     for key, value in (overrides or {}).items():
         if value is not None:
             _set_path(out, key, value)

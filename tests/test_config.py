@@ -290,16 +290,20 @@ def test_precedence_flags_then_environment_then_file_then_defaults(project):
     assert plain.model.device == "cpu" and plain.model.dtype == "float32"  # file, default
     from_env = load_config(path, env=env)
     assert (from_env.seed, from_env.outputs.folder, from_env.model.target, from_env.model.batch_size) == \
-        (7, "from-env", [2, 3], 4)
+        (7, str(Path("from-env").absolute()), [2, 3], 4)
     flagged = load_config(path, env=env, overrides={"seed": 11, "outputs.folder": "from-flag", "model.target": None})
     assert (flagged.seed, flagged.outputs.folder, flagged.model.target) == (11, "from-flag", [2, 3])
 
 
 def test_relative_paths_start_at_the_config_folder(project, monkeypatch, tmp_path_factory):
-    monkeypatch.chdir(tmp_path_factory.mktemp("elsewhere"))
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    monkeypatch.chdir(elsewhere)
     config = load_config(write_config(project))
     assert config.path("photos/a.png") == project / "photos" / "a.png"
     assert config.path(config.outputs.folder) == project / "out"
+    # SALPLUG_OUTPUT, like --out, starts at the working folder
+    from_env = load_config(write_config(project), env={"SALPLUG_OUTPUT": "results"})
+    assert from_env.path(from_env.outputs.folder) == elsewhere / "results"
 
 
 # --------------------------------------------------------------------------------------------- #
