@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 from collections.abc import Sequence
@@ -253,10 +254,12 @@ class Explainer:
             m.check(ctx, canonical, Targets.none(), **full)
         if batch_size is None and self._auto_batch and hasattr(self.adapter, "batch_size_for"):
             ctx.batch_size = size = self.adapter.batch_size_for(canonical)
-        # a caller's tensor already on the adapter's device: the top-1 pass reads it there
-        targets = resolve_targets(self.adapter, canonical, target, size,
-                                  inputs=info.device_values if ctx.on_device else None)
-        out = run_method(ctx, m.name, canonical, targets, full, checked=True)
+        scope = getattr(self.adapter, "call_scope", None)  # per-call state of a backend (tf1: weights read once)
+        with scope() if scope is not None else contextlib.nullcontext():
+            # a caller's tensor already on the adapter's device: the top-1 pass reads it there
+            targets = resolve_targets(self.adapter, canonical, target, size,
+                                      inputs=info.device_values if ctx.on_device else None)
+            out = run_method(ctx, m.name, canonical, targets, full, checked=True)
         values = np.asarray(out.values, dtype=np.float32)
         extras = {k: v for k, v in out.extras.items() if k != "params"}
         on_device = out.device_values is not None and info.kind != "numpy"  # no copy back to the device

@@ -29,7 +29,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -128,14 +128,20 @@ class _View:
         self.variables = variables
         self.source = weakref.ref(source) if source is not None else None
 
-    def run(self, fetches: list[Any], feed: dict[Any, Any]) -> list[Any]:
+    def run(self, fetches: list[Any], feed: dict[Any, Any], held: dict[int, Any] | None = None) -> list[Any]:
         """``session.run(fetches, feed)``; a copy is first fed the variables' current values.
 
         Those are read from the user's session in one run; a feed the caller gives for the same
-        placeholder (a variable fed by name) wins, as it would on the user's graph.
+        placeholder (a variable fed by name) wins, as it would on the user's graph. ``held``
+        (the adapter's :meth:`TF1Adapter.call_scope`) keeps the values read by the first run of
+        one ``explain()`` call for the rest of it.
         """
         if self.variables:
-            values = self.source().run([read for _, read in self.variables])
+            values = held.get(id(self)) if held is not None else None
+            if values is None:
+                values = self.source().run([read for _, read in self.variables])
+                if held is not None:
+                    held[id(self)] = values
             feed = {**{self.graph.get_tensor_by_name(ph): v for (ph, _), v in zip(self.variables, values)},
                     **feed}
         return self.session.run(fetches, feed_dict=feed)
@@ -259,6 +265,7 @@ class TF1Adapter:
         if feed_dict is not None and not isinstance(feed_dict, Mapping):
             raise ParameterError(f"feed_dict must be a mapping, got {type(feed_dict).__name__}.")
         self.graph, self.session = graph, session
+        self._held: dict[int, Any] | None = None  # variable values of in-memory copies, per explain() call
         try:
             self.x = _as_tensor(graph, x, "x")
             self.y = _as_tensor(graph, y, "y")
@@ -379,8 +386,20 @@ class TF1Adapter:
         (g,) = view.ops(("grad", s.name, wrt.name), build)
         return g
 
+    @contextlib.contextmanager
+    def call_scope(self) -> Iterator[None]:
+        """One ``explain()`` call: an in-memory copy reads the variables once, not per batch."""
+        if self._held is not None:  # nested: the outer scope holds them
+            yield
+            return
+        self._held = {}
+        try:
+            yield
+        finally:
+            self._held = None
+
     def _run(self, view: _View, fetches: list[Any], feed: dict[Any, Any]) -> list[np.ndarray]:
-        out = view.run(fetches, feed)
+        out = view.run(fetches, feed, self._held)
         return [np.asarray(o, dtype=np.float32) for o in out]
 
     # -- primitives ------------------------------------------------------------------------
@@ -501,4 +520,4 @@ class TF1Adapter:
         feed = view.feed(self.feed_dict)
         feed.update(view.feed(feed_dict or {}))
         feed[view.tensor(self.x)] = np.asarray(x, dtype=self.x.dtype.as_numpy_dtype)
-        return list(view.run(fetches, feed))
+        return list(view.run(fetches, feed, self._held))

@@ -188,6 +188,26 @@ def test_guided_backprop_and_a_finalized_graph_use_the_current_weights(resource)
     np.testing.assert_allclose(guided, dense_relu_gradients(x, targets, *weights[2], guided=True), rtol=1e-4, atol=1e-5)
 
 
+def test_an_in_memory_copy_reads_the_weights_once_per_explain_call(monkeypatch):
+    model, load = dense_relu_graph(resource=True)
+    rng = np.random.default_rng(6)
+    x = rng.uniform(-2, 2, (2, 6)).astype(np.float32)
+    model.graph.finalize()
+    salplug.explain(model, x, "gradients", target=1)  # builds the copy
+    reads = []
+    inner = model.session.run
+    monkeypatch.setattr(model.session, "run", lambda fetches, *a, **k: reads.append(1) or inner(fetches, *a, **k))
+    explainer = salplug.Explainer(model)
+    explainer.explain(x, "ig", target=[0, 2], steps=8, batch_size=2)  # 8 model calls through the copy
+    assert len(reads) == 1
+    weights = rng.normal(0, 1, (6, 12)), rng.normal(0, 1, (12, 3))
+    monkeypatch.undo()
+    load(*weights)  # a training step between two calls of the same Explainer is seen by the next call
+    grads = explainer.explain(x, "gradients", target=[0, 2]).canonical
+    np.testing.assert_allclose(grads, dense_relu_gradients(x, np.array([0, 2]), *weights, guided=False),
+                               rtol=1e-4, atol=1e-5)
+
+
 def test_a_dropped_session_takes_its_cached_copy_with_it():
     import gc
 
