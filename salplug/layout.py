@@ -75,12 +75,15 @@ def numpy_to_canonical(arr: np.ndarray, layout: str, **info: Any) -> tuple[np.nd
     """Caller's numpy array in ``layout`` -> canonical float32 (N, ..., C) plus InputInfo."""
     check_layout(layout, arr.ndim)
     _, batched, perm = LAYOUTS[layout]
-    arr = check_values(arr)
+    original, arr = arr, check_values(arr)
     if perm is not None:
         arr = arr.transpose(perm)
     if not batched:
         arr = arr[None]
-    return np.ascontiguousarray(arr), InputInfo(layout=layout, batched=batched, **info)
+    canonical = np.ascontiguousarray(arr)
+    if np.may_share_memory(canonical, original):  # salplug's own copy: nothing may write to the caller's
+        canonical = canonical.copy()
+    return canonical, InputInfo(layout=layout, batched=batched, **info)
 
 
 def canonical_to_layout(values: np.ndarray, info: InputInfo) -> np.ndarray:

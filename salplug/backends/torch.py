@@ -143,8 +143,8 @@ class TorchAdapter:
         afterwards; False runs it in whatever mode it is in.
     device_arrays : keep the inner work of methods that can (gradients, Guided Backprop, IG,
         SmoothGrad over those) on the model's device instead of copying every batch to numpy
-        and back. Default: on for a GPU or other accelerator, off on the CPU (where numpy and
-        torch share memory and it changes nothing).
+        and back. Default: on for CUDA; off on the CPU (where numpy and torch share memory and
+        it changes nothing) and on MPS (no float64 there for the sums).
     """
 
     name = "torch"
@@ -164,13 +164,16 @@ class TorchAdapter:
         first = (params or buffers or [None])[0]
         self.device = check_device(device) if device is not None else (
             first.device if first is not None else torch.device("cpu"))
+        if self.device.type == "cuda" and self.device.index is None:  # "cuda" is the current GPU
+            self.device = torch.device("cuda", torch.cuda.current_device())
         self.dtype = first.dtype if first is not None and first.is_floating_point() else torch.float32
         if not isinstance(eval_mode, bool):
             raise ParameterError(f"eval_mode must be True or False, got {eval_mode!r}.")
         self.eval_mode = eval_mode
         if device_arrays is not None and not isinstance(device_arrays, bool):
             raise ParameterError(f"device_arrays must be True, False or None (automatic), got {device_arrays!r}.")
-        self.keep_on_device = self.device.type != "cpu" if device_arrays is None else device_arrays
+        # CUDA only by default: MPS has no float64 for the sums, and on a CPU there is nothing to save
+        self.keep_on_device = self.device.type == "cuda" if device_arrays is None else device_arrays
         self._num_classes = num_classes if num_classes is not None else infer_num_classes(model)
         # where an unverified class count came from (None once given or seen in an output)
         self.num_outputs_guess = "the model's last Linear layer" if num_classes is None and self._num_classes else None
@@ -181,18 +184,34 @@ class TorchAdapter:
         self.signals = isinstance(first_conv, nn.Conv1d)
         self.default_batch_size = CPU_BATCH_SIZE if self.device.type == "cpu" else ACCELERATOR_BATCH_SIZE
         self.max_rows: int | None = None   # learned from out-of-memory errors: rows per model call at most
+        self._listed: tuple[list, list] | None = None  # (modules, parameters) during call_scope()
         self._auto_rows: dict[tuple, int] = {}
 
-    @property
-    def model(self) -> Any:
-        return self._model
+    @contextlib.contextmanager
+    def call_scope(self) -> Iterator[None]:
+        """One ``explain()`` call: the model's modules and parameters (walked around every model
+        call, to freeze them and set eval mode) are listed once for the call, not per batch."""
+        if self._listed is not None:  # nested: the outer scope's lists hold
+            yield
+            return
+        self._listed = self._walk()
+        try:
+            yield
+        finally:
+            self._listed = None
 
-    @model.setter
-    def model(self, model: Any) -> None:
-        self._model = model
-        # walked around every model call (freezing, eval mode): listed once per model, not per batch
-        self._modules = list(model.modules()) if isinstance(model, nn.Module) else []
-        self._parameters = list(model.parameters()) if isinstance(model, nn.Module) else []
+    def _walk(self) -> tuple[list, list]:
+        if not isinstance(self.model, nn.Module):
+            return [], []
+        return list(self.model.modules()), list(self.model.parameters())
+
+    @property
+    def _modules(self) -> list:
+        return (self._listed or self._walk())[0]
+
+    @property
+    def _parameters(self) -> list:
+        return (self._listed or self._walk())[1]
 
     # -- conversion ------------------------------------------------------------------------
     def to_canonical(self, x: Any, layout: str | None = None) -> tuple[np.ndarray, InputInfo]:
@@ -209,9 +228,11 @@ class TorchAdapter:
                                              kind=kind, device=device)
         check_channels(canonical, self.in_channels, info, arr.shape)
         if kind == "torch" and self.keep_on_device and x.device == self.device:
-            # the same numbers, canonical, without leaving the device (a view of the caller's tensor)
+            # the same numbers, canonical, without leaving the device
             _, batched, perm = LAYOUTS[info.layout]
-            t = x.detach().to(torch.float32)
+            # a private copy on the device (cheap there): a model that writes into its input
+            # must not reach the caller's tensor
+            t = x.detach().to(torch.float32, copy=True)
             t = t.permute(perm) if perm is not None else t
             info.device_values, info.device_of = (t if batched else t[None]), canonical
         return canonical, info
@@ -238,7 +259,8 @@ class TorchAdapter:
 
     @staticmethod
     def to_host(t: torch.Tensor) -> np.ndarray:
-        return t.detach().to("cpu").numpy()
+        t = t.detach()
+        return t.to("cpu").numpy() if t.device.type != "cpu" else t.numpy().copy()  # never an alias
 
     @staticmethod
     def concat(parts: list) -> torch.Tensor:

@@ -255,3 +255,15 @@ def test_a_model_swapped_into_an_adapter_is_the_one_frozen_and_put_in_eval_mode(
     other[1].register_forward_hook(lambda m, i, o: seen.append((m.training, other[6].weight.requires_grad)))
     adapter.input_gradients(np.random.default_rng(0).random((2, 9, 9, 3), dtype=np.float32), Targets(np.array([0, 1])))
     assert seen == [(False, False)] and other[1].training and other[6].weight.requires_grad
+
+
+def test_a_module_added_after_the_explainer_was_made_is_put_in_eval_mode_too():
+    model = make_cnn(seed=2)
+    explainer = salplug.Explainer(model)
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    explainer.explain(x, "gradients", target=1)
+    model.fc = nn.Sequential(nn.Dropout(0.5), nn.Linear(256, 10))  # a new head
+    model.train()
+    first = explainer.explain(x, "gradients", target=1).values
+    torch.testing.assert_close(explainer.explain(x, "gradients", target=1).values, first)  # no dropout
+    assert model.fc[0].training and model.fc[1].weight.requires_grad  # given back as it was
