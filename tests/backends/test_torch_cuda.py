@@ -109,3 +109,13 @@ def test_smoothgrad_noise_drawn_on_the_gpu_is_reproducible_and_agrees_with_host_
     np.testing.assert_allclose(sg(0), first, rtol=1e-4, atol=1e-5 * scale)
     assert not np.allclose(first, sg(1), rtol=1e-2, atol=1e-3 * scale)
     assert np.corrcoef(first.ravel(), sg(0, "host").ravel())[0, 1] > 0.95
+
+
+def test_a_bare_cuda_device_is_the_current_gpu_and_inputs_there_are_not_resent():
+    model = make_cnn().cuda()
+    ex = salplug.Explainer(model, device="cuda")
+    assert ex.adapter.device == torch.device("cuda", torch.cuda.current_device()) and ex.adapter.keep_on_device
+    moved, to_device = [], ex.adapter.to_device
+    ex.adapter.to_device = lambda arr: moved.append(arr.shape) or to_device(arr)
+    out = ex.explain(torch.rand(2, 3, 32, 32, device="cuda"), "gradients", target=1)
+    assert moved == [] and out.values.is_cuda
