@@ -27,6 +27,7 @@ Arrays are NHWC as ``x`` takes them, which is canonical: nothing is transposed.
 from __future__ import annotations
 
 import contextlib
+import threading
 import warnings
 import weakref
 from collections.abc import Callable, Iterator, Mapping
@@ -265,7 +266,7 @@ class TF1Adapter:
         if feed_dict is not None and not isinstance(feed_dict, Mapping):
             raise ParameterError(f"feed_dict must be a mapping, got {type(feed_dict).__name__}.")
         self.graph, self.session = graph, session
-        self._held: dict[int, Any] | None = None  # variable values of in-memory copies, per explain() call
+        self._scope = threading.local()  # per thread: variable values of in-memory copies, per explain() call
         try:
             self.x = _as_tensor(graph, x, "x")
             self.y = _as_tensor(graph, y, "y")
@@ -385,6 +386,14 @@ class TF1Adapter:
 
         (g,) = view.ops(("grad", s.name, wrt.name), build)
         return g
+
+    @property
+    def _held(self) -> dict[int, Any] | None:
+        return getattr(self._scope, "held", None)
+
+    @_held.setter
+    def _held(self, value: dict[int, Any] | None) -> None:
+        self._scope.held = value
 
     @contextlib.contextmanager
     def call_scope(self) -> Iterator[None]:

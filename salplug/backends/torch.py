@@ -8,6 +8,7 @@ accumulate gradients), and every hook is removed when the call ends.
 from __future__ import annotations
 
 import contextlib
+import threading
 import warnings
 import weakref
 from collections.abc import Callable, Iterator
@@ -184,7 +185,7 @@ class TorchAdapter:
         self.signals = isinstance(first_conv, nn.Conv1d)
         self.default_batch_size = CPU_BATCH_SIZE if self.device.type == "cpu" else ACCELERATOR_BATCH_SIZE
         self.max_rows: int | None = None   # learned from out-of-memory errors: rows per model call at most
-        self._listed: tuple[list, list] | None = None  # (modules, parameters) during call_scope()
+        self._scope = threading.local()  # per thread: (modules, parameters) during call_scope()
         self._auto_rows: dict[tuple, int] = {}
 
     @contextlib.contextmanager
@@ -194,11 +195,15 @@ class TorchAdapter:
         if self._listed is not None:  # nested: the outer scope's lists hold
             yield
             return
-        self._listed = self._walk()
+        self._scope.listed = self._walk()
         try:
             yield
         finally:
-            self._listed = None
+            self._scope.listed = None
+
+    @property
+    def _listed(self) -> tuple[list, list] | None:
+        return getattr(self._scope, "listed", None)
 
     def _walk(self) -> tuple[list, list]:
         if not isinstance(self.model, nn.Module):

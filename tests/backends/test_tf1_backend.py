@@ -478,3 +478,41 @@ def test_default_batch_size_follows_the_input():
         y = tf.reduce_sum(x, axis=[1, 2, 3])
     fixed = salplug.Explainer(TF1Model(graph, v1.Session(graph=graph), x, y), "tf1")
     assert fixed.adapter.batch_size_for(np.zeros((1, SIZE, SIZE, 3), np.float32)) == 3
+
+
+def test_weights_held_for_one_call_are_per_thread(monkeypatch):
+    """Thread A pauses inside explain(); the weights change; thread B's explain() sees the new ones."""
+    import threading
+
+    from salplug.backends import tf1 as tf1_backend
+
+    model = bundle()
+    explainer = salplug.Explainer(model, backend="tf1")
+    x = images(2)
+    paused, resume = threading.Event(), threading.Event()
+    run = tf1_backend.TF1Adapter._run
+
+    def pausing_run(self, view, fetches, feed):
+        out = run(self, view, fetches, feed)
+        if threading.current_thread().name == "A" and not paused.is_set():
+            paused.set()
+            resume.wait(30)
+        return out
+
+    monkeypatch.setattr(tf1_backend.TF1Adapter, "_run", pausing_run)
+    results = {}
+    a = threading.Thread(name="A", target=lambda: results.__setitem__(
+        "A", explainer.explain(x, "guided_backprop", target=1, batch_size=1).canonical))
+    a.start()
+    assert paused.wait(30)
+    with model.graph.as_default():
+        weights = [v for v in v1.global_variables() if v.name == "wd:0"][0]
+        change = weights.assign(weights * -3.0)
+    model.session.run(change)
+    results["B"] = explainer.explain(x, "guided_backprop", target=1, batch_size=1).canonical
+    resume.set()
+    a.join(30)
+    monkeypatch.undo()
+    fresh = salplug.Explainer(model, backend="tf1").explain(x, "guided_backprop", target=1).canonical
+    np.testing.assert_allclose(results["B"], fresh, rtol=1e-5, atol=1e-7)
+    assert not np.allclose(results["A"], results["B"])
