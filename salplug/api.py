@@ -149,6 +149,11 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
+def is_top1(target: Any) -> bool:
+    """True for the targets that mean "each sample's highest output"."""
+    return target is None or (isinstance(target, str) and target.lower() in ("top1", "top-1", "auto"))
+
+
 def resolve_targets(adapter: Any, x: np.ndarray, target: Any, batch_size: int, inputs: Any = None) -> Targets:
     """Turn the user's ``target`` into per-sample Targets, checking range before model work.
 
@@ -161,7 +166,7 @@ def resolve_targets(adapter: Any, x: np.ndarray, target: Any, batch_size: int, i
         if not supports:
             raise TargetError(f"The {adapter.name!r} backend cannot apply a target callable.")
         return Targets(fn=target)
-    if target is None or (isinstance(target, str) and target.lower() in ("top1", "top-1", "auto")):
+    if is_top1(target):
         if not supports:
             return Targets.none()
         rows = x if inputs is None else inputs
@@ -256,10 +261,15 @@ class Explainer:
             ctx.batch_size = size = self.adapter.batch_size_for(canonical)
         scope = getattr(self.adapter, "call_scope", None)  # per-call state of a backend (tf1: weights read once)
         with scope() if scope is not None else contextlib.nullcontext():
-            # a caller's tensor already on the adapter's device: the top-1 pass reads it there
-            targets = resolve_targets(self.adapter, canonical, target, size,
-                                      inputs=info.device_values if ctx.on_device else None)
+            if is_top1(target) and getattr(m, "rows_are_inputs", False) and getattr(self.adapter, "top1_in_pass",
+                                                                                     False):
+                targets = Targets.top1(len(canonical))  # chosen in the explained pass: no pass of its own
+            else:
+                # a caller's tensor already on the adapter's device: the top-1 pass reads it there
+                targets = resolve_targets(self.adapter, canonical, target, size,
+                                          inputs=info.device_values if ctx.on_device else None)
             out = run_method(ctx, m.name, canonical, targets, full, checked=True)
+            targets = targets.resolved()
         values = np.asarray(out.values, dtype=np.float32)
         extras = {k: v for k, v in out.extras.items() if k != "params"}
         on_device = out.device_values is not None and info.kind != "numpy"  # no copy back to the device

@@ -35,25 +35,63 @@ class Targets:
     output is already one scalar per row (e.g. an upstream ``call_model_function``).
     """
 
-    __slots__ = ("indices", "fn")
+    __slots__ = ("indices", "fn", "_chosen", "_rows")
 
     def __init__(self, indices: np.ndarray | None = None, fn: Callable[[Any], Any] | None = None):
         self.indices = None if indices is None else np.asarray(indices, dtype=np.int64).reshape(-1)
         self.fn = fn
+        self._chosen = self._rows = None  # top-1 chosen in the explained pass (see top1)
 
     @classmethod
     def none(cls) -> Targets:
         return cls()
 
+    @classmethod
+    def top1(cls, n: int) -> Targets:
+        """Each row's highest output, chosen by the backend in the very forward pass it explains
+        (``record``), for methods whose model rows are the inputs themselves: no separate top-1
+        pass. ``resolved()`` then gives the chosen classes."""
+        t = cls()
+        t._chosen, t._rows = np.full(n, -1, np.int64), np.arange(n)
+        return t
+
+    @property
+    def pending_top1(self) -> bool:
+        return self._chosen is not None
+
+    @property
+    def rows(self) -> int | None:
+        """How many rows these targets are for (pending top-1 targets only; else None)."""
+        return None if self._rows is None else len(self._rows)
+
+    def record(self, chosen: np.ndarray) -> None:
+        """The backend's top-1 classes for these rows (pending top-1 targets only)."""
+        self._chosen[self._rows] = chosen
+
+    def resolved(self) -> Targets:
+        """Pending top-1 targets as the classes chosen (none: the model gave one score per row)."""
+        if self._chosen is None:
+            return self
+        return Targets(self._chosen.copy()) if (self._chosen >= 0).all() else Targets.none()
+
     def repeat(self, k: int) -> Targets:
         """Each row repeated ``k`` times in a row (sample-major), for inner-work batches."""
+        if self._chosen is not None:
+            raise RuntimeError("Top-1 targets chosen in the explained pass apply to the inputs' own rows; "
+                               "a method that repeats rows must not set rows_are_inputs.")
         return Targets(None if self.indices is None else np.repeat(self.indices, k), self.fn)
 
     def take(self, rows: np.ndarray | slice) -> Targets:
+        if self._chosen is not None:
+            t = Targets()
+            t._chosen, t._rows = self._chosen, self._rows[rows]
+            return t
         return Targets(None if self.indices is None else self.indices[rows], self.fn)
 
     def describe(self) -> Any:
         """A JSON-friendly record of the target (stored in the Attribution)."""
+        if self._chosen is not None:
+            return self.resolved().describe()
         if self.indices is not None:
             return [int(i) for i in self.indices]
         if self.fn is not None:

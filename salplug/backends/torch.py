@@ -152,6 +152,7 @@ class TorchAdapter:
     provides = frozenset({SCORES, INPUT_GRADIENTS, LAYER_GRADIENTS, GUIDED_GRADIENTS})
     default_batch_size = CPU_BATCH_SIZE
     supports_targets = True
+    top1_in_pass = True  # picks pending top-1 targets (Targets.top1) in the explained forward pass
 
     def __init__(self, model: Any, *, device: Any = None, output: Any = None,
                  num_classes: int | None = None, eval_mode: bool = True,
@@ -337,6 +338,19 @@ class TorchAdapter:
                     f"values); it returned {getattr(s, 'shape', type(s).__name__)}."
                 )
             return s.reshape(m)
+        if targets.pending_top1:  # top-1 chosen in this very pass
+            n = targets.rows
+            if out.shape[0] == n and out.numel() == n:  # one score per row: nothing to choose
+                return out.reshape(n)
+            if out.ndim != 2 or out.shape[0] != n:
+                raise TargetError(
+                    f"Top-1 targets need (N, classes) logits, but the model output has shape "
+                    f"{tuple(out.shape)} for {n} inputs. Pass a target callable that reduces it to one "
+                    f"value per sample."
+                )
+            chosen = out.detach().argmax(1)
+            targets.record(chosen.cpu().numpy())
+            return out.gather(1, chosen.view(-1, 1)).view(m)
         if targets.indices is None:
             if out.numel() == m:
                 return out.reshape(m)

@@ -73,6 +73,7 @@ class GradCam(Method):
     """
 
     requires = frozenset({LAYER_GRADIENTS})
+    rows_are_inputs = True  # model rows are x's rows: top-1 targets can be chosen in the same pass
 
     def check(self, ctx, x, targets, *, layer=None, relu=True, should_resize=True, three_dims=True,
               normalize=None):

@@ -12,6 +12,7 @@ class VanillaGradients(Method):
     requires = frozenset({INPUT_GRADIENTS})
 
     device_arrays = True  # x may be a device array; the work stays there (Context.to_device)
+    rows_are_inputs = True  # model rows are x's rows: top-1 targets can be chosen in the same pass
 
     def explain(self, ctx, x, targets):
         x = ctx.to_device(x)  # numpy unless the adapter keeps work on its device
