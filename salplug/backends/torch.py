@@ -340,15 +340,19 @@ class TorchAdapter:
             return s.reshape(m)
         if targets.pending_top1:  # top-1 chosen in this very pass
             n = targets.rows
-            if out.shape[0] == n and out.numel() == n:  # one score per row: nothing to choose
+            if out.shape[0] != n:
+                raise TargetError(f"The model returned {out.shape[0]} rows (output shape {tuple(out.shape)}) for "
+                                  f"{n} inputs; top-1 targets need one row of class scores per input. Make the "
+                                  f"model return (N, classes) logits, or pass a target callable.")
+            if out.numel() == n:  # one score per row: nothing to choose
                 return out.reshape(n)
-            if out.ndim != 2 or out.shape[0] != n:
+            if out.ndim != 2:
                 raise TargetError(
                     f"Top-1 targets need (N, classes) logits, but the model output has shape "
                     f"{tuple(out.shape)} for {n} inputs. Pass a target callable that reduces it to one "
                     f"value per sample."
                 )
-            chosen = out.detach().argmax(1)
+            chosen = out.detach().to(torch.float32).argmax(1)  # as a separate pass would: on float32 outputs
             targets.record(chosen.cpu().numpy())
             return out.gather(1, chosen.view(-1, 1)).view(m)
         if targets.indices is None:
@@ -476,8 +480,8 @@ class TorchAdapter:
         return self._in_pieces(lambda rows, _targets: self._outputs(rows), x, Targets.none())
 
     def _outputs(self, x: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            out = self._logits(self._tensor(x))
+        with torch.no_grad():  # a clone: a model that writes into its input must not change salplug's copy
+            out = self._logits(self._tensor(x).clone())
         return out.detach().to("cpu", torch.float32).numpy().reshape(len(x), -1)
 
     def scores(self, x: np.ndarray, targets: Targets) -> np.ndarray:
@@ -545,10 +549,12 @@ class TorchAdapter:
         handle = module.register_forward_hook(hook)
         try:
             with self._frozen():
-                s = self._select(self._logits(self._tensor(x)), targets)
+                s = self._select(self._logits(self._tensor(x).clone()), targets)  # clone: see _outputs
                 if len(captured) != 1:
                     raise LayerError(f"Layer {layer!r} ran {len(captured)} times in one forward pass; "
                                      f"choose a layer that runs exactly once.")
+                if not s.requires_grad:  # nothing after the layer reaches the explained output
+                    raise LayerError(f"The explained output does not depend on layer {layer!r}.")
                 (grad,) = torch.autograd.grad(s.sum(), captured[0], allow_unused=True)
         finally:
             handle.remove()

@@ -88,3 +88,66 @@ def test_pending_top1_targets_record_through_takes_and_refuse_repeats():
     with pytest.raises(RuntimeError, match="rows_are_inputs"):
         targets.repeat(2)
     assert Targets.top1(2).resolved().indices is None  # nothing chosen: one score per row
+
+
+def test_a_float64_model_chooses_as_a_separate_float32_pass_would():
+    """Two logits equal in float32 but not in float64: the first wins, as before."""
+    class NearTie(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.scale = torch.nn.Parameter(torch.ones((), dtype=torch.float64))
+
+        def forward(self, x):
+            base = x.flatten(1).sum(1, keepdim=True) * self.scale
+            return torch.cat([base, base + 1e-12, base - 1.0], 1)
+
+    x = torch.rand(3, 3, 4, 4, dtype=torch.float64)
+    assert salplug.explain(NearTie(), x, "gradients").target == [0, 0, 0]
+
+
+def test_a_model_writing_into_its_input_gets_the_same_map_as_with_explicit_targets():
+    class Halves(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = make_cnn(seed=0)
+
+        def forward(self, x):
+            if not x.requires_grad:
+                x.mul_(0.5)
+            return self.net(x)
+
+    x = 2 * torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    for method, params in [("grad_cam", {"layer": "net.conv2"}), ("ig", {"steps": 4})]:
+        auto = salplug.explain(Halves(), x, method, **params)
+        explicit = salplug.explain(Halves(), x, method, target=auto.target, **params)
+        torch.testing.assert_close(auto.values, explicit.values)
+
+
+def test_a_model_returning_the_wrong_number_of_rows_says_so():
+    from salplug.errors import TargetError
+
+    class FirstRowOnly(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = make_cnn(seed=0)
+
+        def forward(self, x):
+            return self.net(x)[:1]
+
+    with pytest.raises(TargetError, match="returned 1 rows .* for 4 inputs; top-1 targets need one row"):
+        salplug.explain(FirstRowOnly(), torch.rand(4, 3, 16, 16), "gradients")
+
+
+def test_a_layer_the_output_does_not_depend_on_is_a_layer_error():
+    from salplug.errors import LayerError
+
+    class Detached(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = make_cnn(seed=0)
+
+        def forward(self, x):
+            return self.net(x).detach() + 0.0 * x.sum()
+
+    with pytest.raises(LayerError, match="does not depend on layer 'net.conv2'"):
+        salplug.explain(Detached(), torch.rand(2, 3, 16, 16), "grad_cam", target=1, layer="net.conv2")
