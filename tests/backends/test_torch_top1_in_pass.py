@@ -17,6 +17,17 @@ torch = pytest.importorskip("torch")
 METHODS = [("gradients", {}), ("guided_backprop", {}), ("grad_cam", {"layer": "conv2"})]
 
 
+class Wrapped(torch.nn.Module):
+    """``after(net, x)`` around a small CNN ``net``: a model with one odd habit."""
+
+    def __init__(self, after, seed: int = 0):
+        super().__init__()
+        self.net, self.after = make_cnn(seed=seed), after
+
+    def forward(self, x):
+        return self.after(self.net, x)
+
+
 def counted(model):
     """``model`` with a counter of its forward passes (``model.calls``: rows per pass)."""
     model.calls = []
@@ -64,16 +75,8 @@ def test_an_out_of_memory_split_records_every_row():
 
 
 def test_a_model_with_one_score_per_input_records_no_target():
-    class Score(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.cnn = make_cnn(seed=3)
-
-        def forward(self, t):
-            return self.cnn(t)[:, 4]
-
     x = torch.rand(2, 3, 16, 16)
-    out = salplug.explain(Score(), x, "gradients")
+    out = salplug.explain(Wrapped(lambda net, t: net(t)[:, 4], seed=3), x, "gradients")
     assert out.target is None
     torch.testing.assert_close(out.values, salplug.explain(make_cnn(seed=3), x, "gradients", target=4).values)
 
@@ -106,48 +109,27 @@ def test_a_float64_model_chooses_as_a_separate_float32_pass_would():
 
 
 def test_a_model_writing_into_its_input_gets_the_same_map_as_with_explicit_targets():
-    class Halves(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.net = make_cnn(seed=0)
-
-        def forward(self, x):
-            if not x.requires_grad:
-                x.mul_(0.5)
-            return self.net(x)
+    def halves(net, x):  # normalises its input in place when it is not differentiated
+        return net(x if x.requires_grad else x.mul_(0.5))
 
     x = 2 * torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(2))
     for method, params in [("grad_cam", {"layer": "net.conv2"}), ("ig", {"steps": 4})]:
-        auto = salplug.explain(Halves(), x, method, **params)
-        explicit = salplug.explain(Halves(), x, method, target=auto.target, **params)
+        auto = salplug.explain(Wrapped(halves), x, method, **params)
+        explicit = salplug.explain(Wrapped(halves), x, method, target=auto.target, **params)
         torch.testing.assert_close(auto.values, explicit.values)
 
 
 def test_a_model_returning_the_wrong_number_of_rows_says_so():
     from salplug.errors import TargetError
 
-    class FirstRowOnly(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.net = make_cnn(seed=0)
-
-        def forward(self, x):
-            return self.net(x)[:1]
-
+    first_row_only = Wrapped(lambda net, x: net(x)[:1])
     with pytest.raises(TargetError, match="returned 1 rows .* for 4 inputs; top-1 targets need one row"):
-        salplug.explain(FirstRowOnly(), torch.rand(4, 3, 16, 16), "gradients")
+        salplug.explain(first_row_only, torch.rand(4, 3, 16, 16), "gradients")
 
 
 def test_a_layer_the_output_does_not_depend_on_is_a_layer_error():
     from salplug.errors import LayerError
 
-    class Detached(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.net = make_cnn(seed=0)
-
-        def forward(self, x):
-            return self.net(x).detach() + 0.0 * x.sum()
-
+    detached = Wrapped(lambda net, x: net(x).detach() + 0.0 * x.sum())
     with pytest.raises(LayerError, match="does not depend on layer 'net.conv2'"):
-        salplug.explain(Detached(), torch.rand(2, 3, 16, 16), "grad_cam", target=1, layer="net.conv2")
+        salplug.explain(detached, torch.rand(2, 3, 16, 16), "grad_cam", target=1, layer="net.conv2")
