@@ -114,6 +114,26 @@ def check_device(device: Any) -> torch.device:
     return dev
 
 
+MEMORY_FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
+
+
+def choose_memory_format(choice: Any, device: torch.device, conv: nn.Module | None) -> torch.memory_format:
+    """The memory format of image batches for ``choice`` ("auto", "channels_last", "contiguous" or
+    a ``torch.memory_format``); see ``TorchAdapter``'s ``memory_format``."""
+    if isinstance(choice, torch.memory_format) and choice in MEMORY_FORMATS.values():
+        return choice
+    if isinstance(choice, str) and choice in MEMORY_FORMATS:
+        return MEMORY_FORMATS[choice]
+    if choice is not None and choice != "auto":
+        raise ParameterError(f"memory_format must be 'auto', 'channels_last' or 'contiguous'; got {choice!r}.")
+    if device.type == "cpu" or conv is None:
+        return torch.channels_last
+    weight = conv.weight
+    if weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous():
+        return torch.channels_last
+    return torch.contiguous_format
+
+
 def _first(model: nn.Module, kind: type | tuple[type, ...]) -> nn.Module | None:
     return next((m for m in model.modules() if isinstance(m, kind)), None)
 
@@ -146,6 +166,12 @@ class TorchAdapter:
         SmoothGrad over those) on the model's device instead of copying every batch to numpy
         and back. Default: on for CUDA; off on the CPU (where numpy and torch share memory and
         it changes nothing) and on MPS (no float64 there for the sums).
+    memory_format : how image batches are laid out in memory for the model: "channels_last"
+        (NHWC memory, NCHW shape), "contiguous" (plain NCHW) or "auto" (default): on the CPU
+        channels-last (a free view of salplug's NHWC arrays, the fast layout there); on a GPU the
+        layout of the model's first convolution weights, so the network runs in the format its
+        weights are stored in (a channels-last input to an NCHW model converts every weight on
+        every call).
     """
 
     name = "torch"
@@ -156,7 +182,7 @@ class TorchAdapter:
 
     def __init__(self, model: Any, *, device: Any = None, output: Any = None,
                  num_classes: int | None = None, eval_mode: bool = True,
-                 device_arrays: bool | None = None) -> None:
+                 device_arrays: bool | None = None, memory_format: Any = "auto") -> None:
         if not callable(model):
             raise ParameterError(f"The torch backend needs an nn.Module or a callable, got {type(model).__name__}.")
         self.model = model
@@ -181,6 +207,7 @@ class TorchAdapter:
         self.num_outputs_guess = "the model's last Linear layer" if num_classes is None and self._num_classes else None
         conv = _first(model, nn.Conv2d) if isinstance(model, nn.Module) else None
         self.in_channels = conv.in_channels if conv is not None else None
+        self.memory_format = choose_memory_format(memory_format, self.device, conv)
         first_conv = _first(model, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) if isinstance(model, nn.Module) else None
         # a 1-D convolutional network takes (N, C, L) batches: not images, so no CHW guess
         self.signals = isinstance(first_conv, nn.Conv1d)
@@ -283,7 +310,10 @@ class TorchAdapter:
             t = x.detach().to(self.device, self.dtype)
         else:
             t = torch.from_numpy(np.ascontiguousarray(x)).to(self.device, self.dtype)
-        return t.permute(0, 3, 1, 2) if t.ndim == 4 else t
+        if t.ndim != 4:
+            return t
+        # NHWC rows as NCHW: a view in channels-last memory, or a plain NCHW copy (see memory_format)
+        return t.permute(0, 3, 1, 2).contiguous(memory_format=self.memory_format)
 
     @staticmethod
     def _numpy(t: torch.Tensor, like: Any = None) -> Any:
