@@ -94,8 +94,11 @@ def resolve_params(method: Any, params: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_method(ctx: Context, name: str, x: np.ndarray, targets: Targets,
-               params: dict[str, Any], *, checked: bool = False) -> MethodOutput:
-    """Validate (unless already ``checked``) and run one registered method on canonical ``x``."""
+               params: dict[str, Any], *, checked: bool = False, host_values: bool = True) -> MethodOutput:
+    """Validate (unless already ``checked``) and run one registered method on canonical ``x``.
+
+    A method's device array (``ctx.on_device``) lands in ``out.device_values``; ``out.values`` is
+    its numpy copy, or (``host_values=False``) the device array itself, checked where it lies."""
     method = load_method(ctx.host, name, ctx.adapter)
     full = resolve_params(method, params)
     if not checked and hasattr(method, "check"):
@@ -105,27 +108,37 @@ def run_method(ctx: Context, name: str, x: np.ndarray, targets: Targets,
         out = MethodOutput(out)
     who = f"Method {method.name!r} (from {ctx.host.methods.get(name).provider})"
     if ctx.on_device and not isinstance(out.values, np.ndarray) and hasattr(out.values, "shape"):
-        out.device_values = out.values  # a device array: checked (and kept by callers) as numpy
-        out.values = ctx.to_numpy(out.values)
-    try:
-        out.values = np.asarray(out.values)
-        numeric = out.values.dtype.kind in "fiub"
-    except Exception:  # noqa: BLE001 - ragged or odd objects
-        numeric = False
-    if not numeric:
+        out.device_values = out.values
+        if host_values:
+            out.values = ctx.to_numpy(out.values)
+    if out.device_values is not None and out.values is out.device_values:
+        kind, finite = ctx.adapter.dtype_kind(out.values), ctx.adapter.all_finite
+    else:
+        try:
+            out.values = np.asarray(out.values)
+            kind = out.values.dtype.kind
+        except Exception:  # noqa: BLE001 - ragged or odd objects
+            kind = "O"
+        finite = _all_finite
+    if kind not in "fiub":
         raise ModelOutputError(f"{who} returned {type(out.values).__name__}, not numbers; a method "
                                f"must return one numeric map per input.")
-    if out.values.shape[:1] != x.shape[:1]:
+    shape = tuple(out.values.shape)
+    if shape[:1] != x.shape[:1]:
         raise ModelOutputError(
-            f"{who} returned values of shape {out.values.shape} for a batch of "
+            f"{who} returned values of shape {shape} for a batch of "
             f"{x.shape[0]} inputs; a method must return one map per input (batch first)."
         )
-    _check_map_shape(who, out.values.shape, x.shape, coarse=full.get("should_resize") is False)
-    if not np.isfinite(out.values).all():
+    _check_map_shape(who, shape, x.shape, coarse=full.get("should_resize") is False)
+    if not finite(out.values):
         raise ModelOutputError(f"{who} returned NaN or infinite values; the model's outputs or "
                                f"gradients may be non-finite for this input, or the method is wrong.")
     out.extras.setdefault("params", full)
     return out
+
+
+def _all_finite(values: np.ndarray) -> bool:
+    return bool(np.isfinite(values).all())
 
 
 def _check_map_shape(who: str, shape: tuple[int, ...], x_shape: tuple[int, ...], coarse: bool) -> None:
@@ -268,14 +281,21 @@ class Explainer:
                 # a caller's tensor already on the adapter's device: the top-1 pass reads it there
                 targets = resolve_targets(self.adapter, canonical, target, size,
                                           inputs=info.device_values if ctx.on_device else None)
-            out = run_method(ctx, m.name, canonical, targets, full, checked=True)
+            # a result for a caller's device tensor stays there; its numpy copy is made when read
+            keep = info.kind != "numpy" and getattr(self.adapter, "keep_on_device", False)
+            out = run_method(ctx, m.name, canonical, targets, full, checked=True, host_values=not keep)
             targets = targets.resolved()
-        values = np.asarray(out.values, dtype=np.float32)
         extras = {k: v for k, v in out.extras.items() if k != "params"}
-        on_device = out.device_values is not None and info.kind != "numpy"  # no copy back to the device
+        if out.values is out.device_values and out.device_values is not None:  # kept on the device
+            device_values, to_host = out.device_values, self.adapter.to_host
+            values = self.adapter.from_canonical(device_values, info)
+            canonical_values: Any = lambda: np.asarray(to_host(device_values), dtype=np.float32)  # noqa: E731
+        else:
+            canonical_values = np.asarray(out.values, dtype=np.float32)
+            values = self.adapter.from_canonical(canonical_values, info)
         return Attribution(
-            values=self.adapter.from_canonical(out.device_values if on_device else values, info),
-            canonical=values,
+            values=values,
+            canonical=canonical_values,
             method=m.name,
             params=full,
             target=targets.describe(),

@@ -32,7 +32,7 @@ def check_image_rank(arr: np.ndarray, shapes: str) -> None:
     """A 2-D convolutional network takes one image or a batch: rank 3 or 4 (``shapes`` says which)."""
     if arr.ndim not in (3, 4):
         raise InputError(f"The model is a 2-D convolutional network, so the input must be one image "
-                         f"{shapes}; got shape {arr.shape}.")
+                         f"{shapes}; got shape {tuple(arr.shape)}.")
 
 
 def default_layout(ndim: int, channels_first: bool) -> str:
@@ -57,18 +57,26 @@ def check_layout(layout: str, ndim: int) -> None:
 
 def check_values(arr: np.ndarray, what: str = "input") -> np.ndarray:
     """Reject non-numeric, empty and non-finite arrays; return float32."""
-    if arr.dtype == object or np.issubdtype(arr.dtype, np.complexfloating) or arr.dtype.kind in "USV":
-        raise InputError(f"The {what} has dtype {arr.dtype}; pass real numbers (float or int).")
-    if arr.size == 0:
-        raise InputError(f"The {what} is empty (shape {arr.shape}).")
+    check_kind(arr.dtype.kind, arr.dtype, arr.size, arr.shape, what)
     out = np.asarray(arr, dtype=np.float32)
     if not np.isfinite(out).all():
-        bad = int((~np.isfinite(out)).sum())
-        raise InputError(
-            f"The {what} contains {bad} NaN or infinite value(s); saliency needs finite "
-            f"inputs. Clean or re-normalise the data first (e.g. np.nan_to_num)."
-        )
+        raise nonfinite_error(int((~np.isfinite(out)).sum()), what)
     return out
+
+
+def check_kind(kind: str, dtype: Any, size: int, shape: tuple, what: str = "input") -> None:
+    """Reject a non-numeric (numpy ``kind`` "O", "c", "U", "S", "V") or empty array."""
+    if kind in "OcUSV":
+        raise InputError(f"The {what} has dtype {dtype}; pass real numbers (float or int).")
+    if size == 0:
+        raise InputError(f"The {what} is empty (shape {tuple(shape)}).")
+
+
+def nonfinite_error(bad: int, what: str = "input") -> InputError:
+    return InputError(
+        f"The {what} contains {bad} NaN or infinite value(s); saliency needs finite "
+        f"inputs. Clean or re-normalise the data first (e.g. np.nan_to_num)."
+    )
 
 
 def numpy_to_canonical(arr: np.ndarray, layout: str, **info: Any) -> tuple[np.ndarray, InputInfo]:

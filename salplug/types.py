@@ -296,7 +296,9 @@ class Attribution:
 
     ``values`` is in the caller's layout and type (a torch NCHW tensor for a torch NCHW input,
     numpy HWC for a single numpy HWC image, ...). ``canonical`` holds the same numbers as
-    float32 numpy (N, H, W, C) for visualizers and metrics.
+    float32 numpy (N, H, W, C) for visualizers and metrics. It may be given as a function of no
+    arguments: it is then called on first read (a result kept on a GPU is copied to the host only
+    when someone asks for it).
     """
 
     values: Any
@@ -333,3 +335,24 @@ class Attribution:
         from .visualizers import save_png
 
         return save_png(self.visualize(kind, index, image, host=host, **params), path)
+
+
+def _read_canonical(self: Attribution) -> np.ndarray:
+    value = self.__dict__["_canonical"]
+    if callable(value):
+        value = self.__dict__["_canonical"] = value()
+    return value
+
+
+def _write_canonical(self: Attribution, value: Any) -> None:
+    self.__dict__["_canonical"] = value
+
+
+def _state(self: Attribution) -> dict[str, Any]:
+    return {**self.__dict__, "_canonical": self.canonical}  # read: a function would not pickle
+
+
+# set after @dataclass has made ``canonical`` a field, so __init__, ==, repr all go through it
+Attribution.canonical = property(_read_canonical, _write_canonical,
+                                 doc="Canonical float32 values (N, H, W, C), read from the device on first use.")
+Attribution.__getstate__ = _state

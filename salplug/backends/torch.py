@@ -29,8 +29,8 @@ except ImportError as exc:  # pragma: no cover - exercised without torch install
 from ..errors import LayerError, ModelOutputError, ParameterError, TargetError, did_you_mean
 from ._batching import IMAGE_224, rows_for_values
 from ._outputs import make_output_selector as _make_selector, select_logits
-from ..layout import (LAYOUTS, canonical_to_layout, check_channels, check_image_rank, default_layout,
-                      numpy_to_canonical, read_array)
+from ..layout import (LAYOUTS, canonical_to_layout, check_channels, check_image_rank, check_kind, check_layout,
+                      default_layout, nonfinite_error, numpy_to_canonical, read_array)
 from ..types import GUIDED_GRADIENTS, INPUT_GRADIENTS, LAYER_GRADIENTS, SCORES, InputInfo, Targets
 
 
@@ -248,27 +248,39 @@ class TorchAdapter:
 
     # -- conversion ------------------------------------------------------------------------
     def to_canonical(self, x: Any, layout: str | None = None) -> tuple[np.ndarray, InputInfo]:
-        if torch.is_tensor(x):
-            arr = x.detach().to("cpu", torch.float32).numpy()
-            kind, device, channels_first = "torch", x.device, True
-        else:
-            arr, kind, device, channels_first = read_array(x), "numpy", None, False
+        on_device = torch.is_tensor(x) and self.keep_on_device and x.device == self.device
+        arr = x if on_device else (x.detach().to("cpu", torch.float32).numpy() if torch.is_tensor(x)
+                                   else read_array(x))
         if self.in_channels is not None:
             check_image_rank(arr, "(C, H, W) / (H, W, C) or a batch (N, C, H, W) / (N, H, W, C)")
         if layout is None and self.signals and arr.ndim >= 2:
             layout = "N..."
-        canonical, info = numpy_to_canonical(arr, layout or default_layout(arr.ndim, channels_first),
-                                             kind=kind, device=device)
-        check_channels(canonical, self.in_channels, info, arr.shape)
-        if kind == "torch" and self.keep_on_device and x.device == self.device:
-            # the same numbers, canonical, without leaving the device
-            _, batched, perm = LAYOUTS[info.layout]
-            # a private copy on the device (cheap there): a model that writes into its input
-            # must not reach the caller's tensor
-            t = x.detach().to(torch.float32, copy=True)
-            t = t.permute(perm) if perm is not None else t
-            info.device_values, info.device_of = (t if batched else t[None]), canonical
+        layout = layout or default_layout(arr.ndim, torch.is_tensor(x))
+        if on_device:  # checked and made canonical where it lies: only the result crosses to the host
+            canonical, info = self._device_canonical(x, layout)
+        else:
+            kind, device = ("torch", x.device) if torch.is_tensor(x) else ("numpy", None)
+            canonical, info = numpy_to_canonical(arr, layout, kind=kind, device=device)
+        check_channels(canonical, self.in_channels, info, tuple(arr.shape))
         return canonical, info
+
+    def _device_canonical(self, x: torch.Tensor, layout: str) -> tuple[np.ndarray, InputInfo]:
+        """``numpy_to_canonical`` for a tensor on the adapter's device: the checks and the layout
+        change run there; ``info.device_values`` keeps the canonical copy on the device (salplug's
+        own: a model that writes into its input must not reach the caller's tensor)."""
+        check_layout(layout, x.ndim)
+        kind = "c" if x.is_complex() else ("b" if x.dtype == torch.bool else "f")
+        check_kind(kind, x.dtype, x.numel(), x.shape)
+        _, batched, perm = LAYOUTS[layout]
+        t = x.detach().to(torch.float32, copy=True)
+        finite = torch.isfinite(t)
+        if not bool(finite.all()):
+            raise nonfinite_error(int((~finite).sum()))
+        t = t.permute(perm) if perm is not None else t
+        t = (t if batched else t[None]).contiguous()
+        info = InputInfo(layout=layout, batched=batched, kind="torch", device=x.device)
+        info.device_values, info.device_of = t, self.to_host(t)
+        return info.device_of, info
 
     def from_canonical(self, values: Any, info: InputInfo) -> Any:
         if torch.is_tensor(values):  # a device array: back to the caller's layout where it is
@@ -277,7 +289,11 @@ class TorchAdapter:
             if perm is not None and out.ndim == len(perm):
                 out = out.permute(tuple(int(i) for i in np.argsort(perm)))
             out = out.to(torch.float32)
-            return out.to(info.device).contiguous() if info.kind == "torch" else self.to_host(out.contiguous())
+            if info.kind != "torch":
+                return self.to_host(out.contiguous())
+            out = out.to(info.device).contiguous()
+            # the caller's own tensor: never a view of ``values`` (read later for ``canonical``)
+            return out.clone() if out.untyped_storage().data_ptr() == values.untyped_storage().data_ptr() else out
         out = canonical_to_layout(values, info)
         if info.kind == "torch":
             return torch.from_numpy(out).to(info.device)
@@ -294,6 +310,17 @@ class TorchAdapter:
     def to_host(t: torch.Tensor) -> np.ndarray:
         t = t.detach()
         return t.to("cpu").numpy() if t.device.type != "cpu" else t.numpy().copy()  # never an alias
+
+    @staticmethod
+    def dtype_kind(t: torch.Tensor) -> str:
+        """numpy's dtype kind ("f", "c", "b", "i", "u") of a device array."""
+        if t.dtype == torch.bool:
+            return "b"
+        return "c" if t.is_complex() else ("f" if t.is_floating_point() else ("u" if t.dtype == torch.uint8 else "i"))
+
+    @staticmethod
+    def all_finite(t: torch.Tensor) -> bool:
+        return bool(torch.isfinite(t).all())
 
     @staticmethod
     def concat(parts: list) -> torch.Tensor:
@@ -590,4 +617,4 @@ class TorchAdapter:
             handle.remove()
         if grad is None:
             raise LayerError(f"The explained output does not depend on layer {layer!r}.")
-        return self._numpy(captured[0]), self._numpy(grad)
+        return self._numpy(captured[0], like=x), self._numpy(grad, like=x)

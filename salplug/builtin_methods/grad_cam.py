@@ -87,32 +87,52 @@ class GradCam(Method):
 
     def explain(self, ctx, x, targets, *, layer=None, relu=True, should_resize=True, three_dims=True,
                 normalize=None):
-        maps = None
         inputs = ctx.to_device(x)  # no copy of a GPU input when the adapter keeps work there
+        cams = []
         for rows in ctx.chunks(len(x), "grad_cam"):
             values, grads = ctx.adapter.layer_values_and_gradients(inputs[rows], targets.take(rows), layer)
-            values, grads = np.asarray(values), np.asarray(grads)
-            if values.ndim != 4 or grads.shape != values.shape:
-                raise LayerError(
-                    f"Grad-CAM needs a convolutional layer with outputs (N, H, W, C) and gradients of "
-                    f"the same shape; layer {layer!r} gave values {values.shape} and gradients "
-                    f"{grads.shape}. Choose a convolutional layer."
-                )
-            weights = grads.mean(axis=(1, 2), dtype=np.float64)
-            cam = np.einsum("nhwk,nk->nhw", values.astype(np.float64), weights)
-            if maps is None:
-                maps = np.empty((len(x), *cam.shape[1:]), np.float64)
-            maps[rows] = cam
+            cams.append(layer_map(np.asarray(values) if _host_like(values) else values,
+                                  np.asarray(grads) if _host_like(grads) else grads, layer))
+        maps = np.asarray(ctx.to_numpy(ctx.concat(cams)), dtype=np.float64)  # (N, h, w): small
         if relu:
             np.maximum(maps, 0.0, out=maps)
         if should_resize if normalize is None else normalize:
             maps = normalize_maps(maps)
-        if should_resize:
+        if should_resize and ctx.on_device:  # the full-size maps are made where the results stay
+            maps = resize_maps_on_device(ctx, maps, x.shape[1:3])
+        elif should_resize:
             maps = resize_maps(maps, x.shape[1:3])
-        maps = maps.astype(np.float32)
-        if three_dims:
-            maps = np.repeat(maps[..., None], 3, axis=-1)
+        if isinstance(maps, np.ndarray):
+            maps = maps.astype(np.float32)
+        if three_dims:  # tiled to 3 channels
+            ones = np.ones(3, np.float32)
+            maps = maps[..., None] * (ones if isinstance(maps, np.ndarray) else ctx.to_device(ones))
         return maps
+
+
+def _host_like(arr) -> bool:
+    return isinstance(arr, np.ndarray) or not hasattr(arr, "shape")
+
+
+def layer_map(values, grads, layer):
+    """sum_k mean_hw(grads_k) * values_k, (N, h, w): float64 for numpy, float32 for device arrays."""
+    if values.ndim != 4 or grads.shape != values.shape:
+        raise LayerError(
+            f"Grad-CAM needs a convolutional layer with outputs (N, H, W, C) and gradients of "
+            f"the same shape; layer {layer!r} gave values {tuple(values.shape)} and gradients "
+            f"{tuple(grads.shape)}. Choose a convolutional layer."
+        )
+    if isinstance(values, np.ndarray):
+        return np.einsum("nhwk,nk->nhw", values.astype(np.float64), grads.mean(axis=(1, 2), dtype=np.float64))
+    # device arrays (ctx.on_device): the same sums in float32, on the device (k products: rounding only)
+    return (values * grads.mean(axis=(1, 2))[:, None, None, :]).sum(axis=-1)
+
+
+def resize_maps_on_device(ctx, maps: np.ndarray, shape: tuple[int, int]):
+    """``resize_maps`` as float32 matrix products on the adapter's device (a device array)."""
+    rows = resize_matrix(maps.shape[1], shape[0]).astype(np.float32)
+    cols = resize_matrix(maps.shape[2], shape[1]).T.astype(np.float32)
+    return ctx.to_device(rows) @ ctx.to_device(maps.astype(np.float32)) @ ctx.to_device(cols)
 
 
 @hookimpl
