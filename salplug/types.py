@@ -258,6 +258,10 @@ class Context:
         """A device array (or numpy array) as numpy."""
         return arr if isinstance(arr, np.ndarray) else self.adapter.to_host(arr)
 
+    def astype(self, arr: Any, dtype: Any) -> Any:
+        """``arr`` (numpy or a device array) with numpy ``dtype``, where it lies."""
+        return arr.astype(dtype) if isinstance(arr, np.ndarray) else self.adapter.astype(arr, dtype)
+
     def concat(self, parts: list) -> Any:
         """Arrays joined along the batch axis, numpy or device arrays alike."""
         if len(parts) == 1:

@@ -319,6 +319,11 @@ class TorchAdapter:
         return "c" if t.is_complex() else ("f" if t.is_floating_point() else ("u" if t.dtype == torch.uint8 else "i"))
 
     @staticmethod
+    def astype(t: torch.Tensor, dtype: Any) -> torch.Tensor:
+        """A device array in numpy ``dtype`` (e.g. np.float32)."""
+        return t.to(torch.from_numpy(np.empty(0, dtype)).dtype)
+
+    @staticmethod
     def all_finite(t: torch.Tensor) -> bool:
         return bool(torch.isfinite(t).all())
 

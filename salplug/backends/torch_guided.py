@@ -74,6 +74,18 @@ def _table() -> dict[Callable[..., Any], tuple]:
 
 
 _FUNCS = _table()
+# ReLUs whose backward masks strictly (0 < input, input < upper: relu's and hardtanh's and
+# threshold's kernels): for them a hook clearing negative output gradients gives the guided
+# gradient. clamp's backward keeps the bounds themselves, so clamp and clip run _GuidedReLU.
+_STRICT_MASK = frozenset(f for f in (
+    F.relu, torch.relu, torch.Tensor.relu, torch.relu_, torch.Tensor.relu_,
+    F.relu6, getattr(torch._C._nn, "relu6", None), getattr(torch._C._nn, "relu6_", None),
+    F.hardtanh, torch._C._nn.hardtanh, torch._C._nn.hardtanh_,
+    F.threshold, torch.threshold, torch.threshold_) if f is not None)
+
+
+def _positive_part(grad: torch.Tensor) -> torch.Tensor:
+    return grad.clamp_min(0.0)
 # torch's relu backward keeps its output; hardtanh, clamp and threshold keep their input.
 _SAVES_OUTPUT = frozenset({F.relu, torch.relu, torch.Tensor.relu})
 
@@ -182,6 +194,13 @@ class GuidedReLUMode(TorchFunctionMode):
             if found is not None and found[0].requires_grad:
                 x, upper, inplace = found
                 self.count += 1
+                if func in _STRICT_MASK and not (inplace and x._is_view()):  # (a view's hook would not see
+                    # the gradient reaching its base)
+                    # torch's own backward already keeps the gradient only where 0 < input (< upper):
+                    # negative gradients arriving at the output are zeroed first, by a hook
+                    out = func(*args, **kwargs)
+                    out.register_hook(_positive_part)
+                    return out
                 out = _GuidedReLU.apply(x, upper, inplace, func not in _SAVES_OUTPUT,
                                         lambda: func(*args, **kwargs))
                 if inplace and out is not x:  # the caller holds x: keep it the result

@@ -43,11 +43,12 @@ def check_steps(steps, name: str = "steps") -> None:
 
 
 def path_gradient_sums(ctx, x: np.ndarray, baseline: np.ndarray, targets, alphas: np.ndarray,
-                       weights: np.ndarray, desc: str = "integrated gradients") -> np.ndarray:
+                       weights: np.ndarray, desc: str = "integrated gradients", *, keep: bool = False):
     """sum_k w_k * grad f(x' + a_k (x - x')) per sample, packed in batches of ctx.batch_size.
 
     Numpy in and out; on an adapter that keeps work on its device (``ctx.on_device``) the path
-    points, gradients and sums stay there, and only ``x - x'`` and the sums cross over."""
+    points, gradients and sums stay there, and only ``x - x'`` and the sums cross over (with
+    ``keep``, the float64 sums come back as the device array, nothing crosses)."""
     steps = len(alphas)
     zero_base = not np.any(baseline)
     diff = ctx.to_device(x if zero_base else (x - baseline).astype(np.float32, copy=False))
@@ -69,7 +70,7 @@ def path_gradient_sums(ctx, x: np.ndarray, baseline: np.ndarray, targets, alphas
         del points, grads  # before the next batch is built: peak memory is one batch's worth
     if uniform:
         total *= weights[0]
-    return ctx.to_numpy(total)
+    return total if keep else ctx.to_numpy(total)
 
 
 class IntegratedGradients(Method):
@@ -95,8 +96,12 @@ class IntegratedGradients(Method):
         base = np.zeros((1,) + x.shape[1:], np.float32) if baseline is None else ctx.as_canonical(baseline, x, "baseline")
         base = np.broadcast_to(base, (base.shape[0],) + x.shape[1:])
         alphas, weights = quadrature(steps, rule)
-        grads = path_gradient_sums(ctx, x, base, targets, alphas, weights)
-        return ((x - base) * grads).astype(np.float32)
+        grads = path_gradient_sums(ctx, x, base, targets, alphas, weights, keep=True)
+        if isinstance(grads, np.ndarray):
+            return ((x - base) * grads).astype(np.float32)
+        # on the device: x - x' is there already for a zero baseline (the caller's tensor)
+        diff = ctx.to_device(x if not np.any(base) else (x - base).astype(np.float32))
+        return ctx.astype(diff * grads, np.float32)
 
 
 @hookimpl

@@ -123,13 +123,16 @@ class SmoothGrad(Method):
                 add_by_sample(total, samples, maps)
             if squares is not None:
                 add_by_sample(squares, samples, maps * maps)
-        total = ctx.to_numpy(total)
-        squares = None if squares is None else ctx.to_numpy(squares)
-        mean = total / nsamples
+        mean = total / nsamples  # numpy, or a device array for a caller's device tensor to keep
         if mode == "mean":
-            return mean.astype(np.float32)
+            return ctx.astype(mean, np.float32)
         mean_sq = squares / nsamples
-        return (mean_sq if mode == "squared" else np.maximum(mean_sq - mean * mean, 0.0)).astype(np.float32)
+        if mode == "squared":
+            return ctx.astype(mean_sq, np.float32)
+        variance = mean_sq - mean * mean
+        if isinstance(variance, np.ndarray):
+            return np.maximum(variance, 0.0).astype(np.float32)
+        return ctx.astype(variance * (variance > 0), np.float32)
 
 
 @hookimpl
