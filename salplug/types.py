@@ -258,6 +258,12 @@ class Context:
         """A device array (or numpy array) as numpy."""
         return arr if isinstance(arr, np.ndarray) else self.adapter.to_host(arr)
 
+    def zeros(self, shape: tuple[int, ...], dtype: Any) -> Any:
+        """A zero-filled array of numpy ``dtype``: on the adapter's device when ``on_device``."""
+        if not self.on_device or not hasattr(self.adapter, "zeros"):
+            return self.to_device(np.zeros(shape, dtype))
+        return self.adapter.zeros(shape, dtype)
+
     def astype(self, arr: Any, dtype: Any) -> Any:
         """``arr`` (numpy or a device array) with numpy ``dtype``, where it lies."""
         return arr.astype(dtype) if isinstance(arr, np.ndarray) else self.adapter.astype(arr, dtype)
@@ -352,11 +358,6 @@ def _write_canonical(self: Attribution, value: Any) -> None:
     self.__dict__["_canonical"] = value
 
 
-def _state(self: Attribution) -> dict[str, Any]:
-    return {**self.__dict__, "_canonical": self.canonical}  # read: a function would not pickle
-
-
 # set after @dataclass has made ``canonical`` a field, so __init__, ==, repr all go through it
 Attribution.canonical = property(_read_canonical, _write_canonical,
                                  doc="Canonical float32 values (N, H, W, C), read from the device on first use.")
-Attribution.__getstate__ = _state

@@ -126,25 +126,30 @@ def choose_memory_format(choice: Any, device: torch.device, conv: nn.Module | No
         return MEMORY_FORMATS[choice]
     if choice is not None and choice != "auto":
         raise ParameterError(f"memory_format must be 'auto', 'channels_last' or 'contiguous'; got {choice!r}.")
-    if device.type == "cpu" or conv is None:
+    if device.type == "cpu":
         return torch.channels_last
-    weight = conv.weight
-    if weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous():
+    weight = getattr(conv, "weight", None)  # no convolution: the caller's own NCHW
+    if weight is not None and weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous():
         return torch.channels_last
     return torch.contiguous_format
 
 
-def _first(model: nn.Module, kind: type | tuple[type, ...]) -> nn.Module | None:
-    return next((m for m in model.modules() if isinstance(m, kind)), None)
+def _torch_dtype(dtype: Any) -> torch.dtype:
+    return torch.from_numpy(np.empty(0, dtype)).dtype
 
 
-def infer_num_classes(model: Any) -> int | None:
-    """Classes, when the last module with parameters is a Linear layer (else unknown)."""
+def _first(modules: list, kind: type | tuple[type, ...]) -> nn.Module | None:
+    return next((m for m in modules if isinstance(m, kind)), None)
+
+
+def infer_num_classes(model: Any, modules: list | None = None) -> int | None:
+    """Classes, when the last module with parameters is a Linear layer (else unknown).
+    ``modules``: ``list(model.modules())`` when the caller has it."""
     if not isinstance(model, nn.Module):
         return None
     last = None
-    for module in model.modules():
-        if any(True for _ in module.parameters(recurse=False)):
+    for module in modules if modules is not None else model.modules():
+        if any(p is not None for p in module._parameters.values()):  # its own parameters
             last = module
     return last.out_features if isinstance(last, nn.Linear) else None
 
@@ -187,9 +192,9 @@ class TorchAdapter:
             raise ParameterError(f"The torch backend needs an nn.Module or a callable, got {type(model).__name__}.")
         self.model = model
         self.select = make_output_selector(output)
-        params = list(model.parameters()) if isinstance(model, nn.Module) else []
-        buffers = list(model.buffers()) if isinstance(model, nn.Module) else []
-        first = (params or buffers or [None])[0]
+        modules = list(model.modules()) if isinstance(model, nn.Module) else []  # walked once here
+        first = next(model.parameters(), None) if modules else None
+        first = next(model.buffers(), None) if first is None and modules else first
         self.device = check_device(device) if device is not None else (
             first.device if first is not None else torch.device("cpu"))
         if self.device.type == "cuda" and self.device.index is None:  # "cuda" is the current GPU
@@ -202,13 +207,13 @@ class TorchAdapter:
             raise ParameterError(f"device_arrays must be True, False or None (automatic), got {device_arrays!r}.")
         # CUDA only by default: MPS has no float64 for the sums, and on a CPU there is nothing to save
         self.keep_on_device = self.device.type == "cuda" if device_arrays is None else device_arrays
-        self._num_classes = num_classes if num_classes is not None else infer_num_classes(model)
+        self._num_classes = num_classes if num_classes is not None else infer_num_classes(model, modules)
         # where an unverified class count came from (None once given or seen in an output)
         self.num_outputs_guess = "the model's last Linear layer" if num_classes is None and self._num_classes else None
-        conv = _first(model, nn.Conv2d) if isinstance(model, nn.Module) else None
+        conv = _first(modules, nn.Conv2d)
         self.in_channels = conv.in_channels if conv is not None else None
         self.memory_format = choose_memory_format(memory_format, self.device, conv)
-        first_conv = _first(model, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) if isinstance(model, nn.Module) else None
+        first_conv = _first(modules, (nn.Conv1d, nn.Conv2d, nn.Conv3d))
         # a 1-D convolutional network takes (N, C, L) batches: not images, so no CHW guess
         self.signals = isinstance(first_conv, nn.Conv1d)
         self.default_batch_size = CPU_BATCH_SIZE if self.device.type == "cpu" else ACCELERATOR_BATCH_SIZE
@@ -218,16 +223,19 @@ class TorchAdapter:
 
     @contextlib.contextmanager
     def call_scope(self) -> Iterator[None]:
-        """One ``explain()`` call: the model's modules and parameters (walked around every model
-        call, to freeze them and set eval mode) are listed once for the call, not per batch."""
-        if self._listed is not None:  # nested: the outer scope's lists hold
+        """One ``explain()`` call: the model's modules and parameters are listed once, and the
+        parameters stay frozen and the modules in eval mode for the whole call (not set and put
+        back around every batch); all of it is put back when the call ends."""
+        if self._listed is not None:  # nested: the outer scope holds
             yield
             return
-        self._scope.listed = self._walk()
-        try:
-            yield
-        finally:
-            self._scope.listed = None
+        modules, params = self._walk()
+        with self._frozen_parameters(params), self._eval_modules(modules):
+            self._scope.listed = (modules, params)
+            try:
+                yield
+            finally:
+                self._scope.listed = None
 
     @property
     def _listed(self) -> tuple[list, list] | None:
@@ -237,14 +245,6 @@ class TorchAdapter:
         if not isinstance(self.model, nn.Module):
             return [], []
         return list(self.model.modules()), list(self.model.parameters())
-
-    @property
-    def _modules(self) -> list:
-        return (self._listed or self._walk())[0]
-
-    @property
-    def _parameters(self) -> list:
-        return (self._listed or self._walk())[1]
 
     # -- conversion ------------------------------------------------------------------------
     def to_canonical(self, x: Any, layout: str | None = None) -> tuple[np.ndarray, InputInfo]:
@@ -277,9 +277,11 @@ class TorchAdapter:
         if not bool(finite.all()):
             raise nonfinite_error(int((~finite).sum()))
         t = t.permute(perm) if perm is not None else t
-        t = (t if batched else t[None]).contiguous()
+        t = t if batched else t[None]
+        if t.ndim == 4:  # NHWC in shape, the model's memory format in memory: batches go in without a copy
+            t = t.permute(0, 3, 1, 2).contiguous(memory_format=self.memory_format).permute(0, 2, 3, 1)
         info = InputInfo(layout=layout, batched=batched, kind="torch", device=x.device)
-        info.device_values, info.device_of = t, self.to_host(t)
+        info.device_values, info.device_of = t, self.to_host(t.contiguous())
         return info.device_of, info
 
     def from_canonical(self, values: Any, info: InputInfo) -> Any:
@@ -321,7 +323,10 @@ class TorchAdapter:
     @staticmethod
     def astype(t: torch.Tensor, dtype: Any) -> torch.Tensor:
         """A device array in numpy ``dtype`` (e.g. np.float32)."""
-        return t.to(torch.from_numpy(np.empty(0, dtype)).dtype)
+        return t.to(_torch_dtype(dtype))
+
+    def zeros(self, shape: tuple[int, ...], dtype: Any) -> torch.Tensor:
+        return torch.zeros(shape, dtype=_torch_dtype(dtype), device=self.device)
 
     @staticmethod
     def all_finite(t: torch.Tensor) -> bool:
@@ -359,21 +364,33 @@ class TorchAdapter:
     # -- model calls -----------------------------------------------------------------------
     @contextlib.contextmanager
     def _frozen(self) -> Iterator[None]:
-        """Parameters stop requiring grad for the call, so no .grad ever accumulates."""
-        params = [p for p in self._parameters if p.requires_grad]
-        for p in params:
-            p.requires_grad_(False)
-        try:
-            with torch.enable_grad():
-                yield
-        finally:
-            for p in params:
-                p.requires_grad_(True)
+        """Parameters stop requiring grad for the call, so no .grad ever accumulates (inside
+        ``call_scope`` they already have)."""
+        with torch.enable_grad(), (contextlib.nullcontext() if self._listed is not None
+                                   else self._frozen_parameters(self._walk()[1])):
+            yield
 
     @contextlib.contextmanager
     def _evaluating(self) -> Iterator[None]:
         """The model in eval mode for the call (see ``eval_mode``); each module's mode comes back."""
-        training = [m for m in self._modules if m.training] if self.eval_mode else []
+        with (contextlib.nullcontext() if self._listed is not None else self._eval_modules(self._walk()[0])):
+            yield
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _frozen_parameters(params: list) -> Iterator[None]:
+        frozen = [p for p in params if p.requires_grad]
+        for p in frozen:
+            p.requires_grad_(False)
+        try:
+            yield
+        finally:
+            for p in frozen:
+                p.requires_grad_(True)
+
+    @contextlib.contextmanager
+    def _eval_modules(self, modules: list) -> Iterator[None]:
+        training = [m for m in modules if m.training] if self.eval_mode else []
         for m in training:
             m.training = False
         try:
@@ -428,9 +445,12 @@ class TorchAdapter:
             )
         k = out.shape[1]
         idx = targets.indices
-        if idx.min() < 0 or idx.max() >= k:
-            raise TargetError(f"target {int(idx.max() if idx.max() >= k else idx.min())} is out of "
+        low, high = int(idx.min()), int(idx.max())
+        if low < 0 or high >= k:
+            raise TargetError(f"target {high if high >= k else low} is out of "
                               f"range: the model has {k} output classes (0..{k - 1}).")
+        if low == high:  # one class for every row (one image, or one target): a column, no index to send
+            return out[:, low]
         index = torch.from_numpy(np.ascontiguousarray(idx)).to(out.device, non_blocking=True)  # see to_device
         return out.gather(1, index.view(-1, 1)).view(m)
 

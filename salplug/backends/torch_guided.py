@@ -4,11 +4,14 @@ Inside :func:`guided_relu_gradients` a ``TorchFunctionMode`` watches every torch
 this thread. Calls that are a ReLU -- ``nn.ReLU``/``nn.ReLU6`` modules (they call ``F.relu`` /
 ``F.hardtanh(0, 6)``), ``F.relu``, ``F.relu6``, ``torch.relu``, ``Tensor.relu``, their in-place
 forms, ``clamp``/``clip``/``clamp_min`` with ``min=0``, ``hardtanh`` with ``min_val=0`` and
-``threshold(x, 0, 0)`` -- are run through an autograd function whose forward values are the
-original call's and whose backward passes the incoming gradient only where the ReLU was
-active (``0 < input``, and ``input < max`` for a clamp with an upper bound) AND the gradient is
-positive. Every other call runs unchanged, and so does any call with a lower bound other than
-zero or a non-number bound. Nothing is patched: leaving the context pops the mode.
+``threshold(x, 0, 0)`` -- backpropagate the incoming gradient only where the ReLU was active
+(``0 < input``, and ``input < max`` with an upper bound) AND the gradient is positive. Where
+torch's own backward already applies that strict mask (relu, relu6, hardtanh, threshold), the
+original call runs and a hook on its output clears the negative gradients arriving there (cheap:
+no Python autograd function); clamp and clip, whose own backward keeps the bounds themselves,
+and in-place calls on a view run through an autograd function that applies the whole rule.
+Every other call runs unchanged, and so does any call with a lower bound other than zero or a
+non-number bound. Nothing is patched: leaving the context pops the mode.
 
 Not seen: code Python does not run (TorchScript, ``torch.compile``'d graphs, C++ extensions).
 The context counts the ReLUs it overrode and warns when there were none.

@@ -11,6 +11,15 @@ def sample_and_step(rows: slice, per_sample: int) -> tuple[np.ndarray, np.ndarra
     return r // per_sample, r % per_sample
 
 
+def batch_index(ctx, samples: np.ndarray, steps: np.ndarray) -> tuple:
+    """Indices of a batch's samples and steps, for the arrays ``ctx.to_device`` made: slices when
+    the whole batch belongs to one sample (no index array to build or send), else index arrays."""
+    if samples[0] == samples[-1]:
+        first = int(samples[0])
+        return slice(first, first + 1), slice(int(steps[0]), int(steps[-1]) + 1)
+    return ctx.to_device(samples), ctx.to_device(steps)
+
+
 def add_by_sample(out: np.ndarray, samples: np.ndarray, values: np.ndarray) -> None:
     """``out[samples[i]] += values[i]`` for sorted ``samples``, summed in ``out``'s precision.
 

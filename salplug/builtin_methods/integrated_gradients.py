@@ -12,7 +12,7 @@ import numpy as np
 from ..errors import ParameterError
 from ..hookspecs import hookimpl
 from ..types import INPUT_GRADIENTS, Method
-from ._rows import add_by_sample, broadcast_rows, sample_and_step
+from ._rows import add_by_sample, batch_index, broadcast_rows, sample_and_step
 
 RULES = ("riemann", "left", "right", "middle", "trapezoid", "gausslegendre")
 
@@ -53,20 +53,19 @@ def path_gradient_sums(ctx, x: np.ndarray, baseline: np.ndarray, targets, alphas
     zero_base = not np.any(baseline)
     diff = ctx.to_device(x if zero_base else (x - baseline).astype(np.float32, copy=False))
     base = None if zero_base else ctx.to_device(np.ascontiguousarray(baseline, dtype=np.float32))
-    total = ctx.to_device(np.zeros(x.shape, dtype=np.float64))
+    total = ctx.zeros(x.shape, np.float64)
     shape = (-1,) + (1,) * (x.ndim - 1)
     alphas32 = ctx.to_device(alphas.astype(np.float32))
     uniform = bool(np.all(weights == weights[0]))  # then weigh the sums once, at the end
     step_weights = None if uniform else ctx.to_device(weights)
     for rows in ctx.chunks(len(x) * steps, desc):
         samples, k = sample_and_step(rows, steps)
-        samples_d, k_d = ctx.to_device(samples), ctx.to_device(k)  # indices where the arrays are
-        points = diff[samples_d]  # a fresh float32 array: the path points are built in place
-        points *= alphas32[k_d].reshape(shape)
+        at, k_at = batch_index(ctx, samples, k)  # indices where the arrays are
+        points = diff[at] * alphas32[k_at].reshape(shape)  # a fresh float32 array
         if base is not None:
-            points += broadcast_rows(base, samples_d)
+            points += broadcast_rows(base, at)
         grads = ctx.adapter.input_gradients(points, targets.take(samples))
-        add_by_sample(total, samples, grads if uniform else grads * step_weights[k_d].reshape(shape))
+        add_by_sample(total, samples, grads if uniform else grads * step_weights[k_at].reshape(shape))
         del points, grads  # before the next batch is built: peak memory is one batch's worth
     if uniform:
         total *= weights[0]

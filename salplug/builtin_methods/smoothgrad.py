@@ -15,7 +15,7 @@ from ..errors import ParameterError
 from ..hookspecs import hookimpl
 from ..types import Method, MethodOutput
 from .integrated_gradients import check_steps
-from ._rows import add_by_sample, sample_and_step
+from ._rows import add_by_sample, batch_index, sample_and_step
 
 MODES = ("mean", "squared", "vargrad")
 NOISE = ("auto", "host")
@@ -107,8 +107,8 @@ class SmoothGrad(Method):
         for rows in ctx.chunks(n * nsamples, f"smoothgrad({method.name})"):
             samples, steps = sample_and_step(rows, nsamples)
             if device:
-                samples_d, steps_d = ctx.to_device(samples), ctx.to_device(steps)
-                noisy = x_d[samples_d] + noises_d[steps_d] * sigma_d[samples_d].reshape(shape)
+                at, step_at = batch_index(ctx, samples, steps)
+                noisy = x_d[at] + noises_d[step_at] * sigma_d[at].reshape(shape)
             else:
                 noisy = (x[samples] + noises[steps] * sigma[samples].reshape(shape)).astype(np.float32)
             out = method.explain(ctx, noisy, targets.take(samples), **params)
@@ -116,9 +116,8 @@ class SmoothGrad(Method):
             if not device or isinstance(maps, np.ndarray):
                 maps = np.asarray(maps, np.float64)
             if total is None:
-                total = ctx.to_device(np.zeros((n,) + tuple(maps.shape[1:]), np.float64)) if device else \
-                    np.zeros((n,) + maps.shape[1:], np.float64)
-                squares = (total * 0 if device else np.zeros_like(total)) if mode != "mean" else None
+                total = (ctx.zeros if device else np.zeros)((n,) + tuple(maps.shape[1:]), np.float64)
+                squares = (ctx.zeros if device else np.zeros)(total.shape, np.float64) if mode != "mean" else None
             if mode != "squared":
                 add_by_sample(total, samples, maps)
             if squares is not None:

@@ -29,23 +29,29 @@ CASES = [
     ("xrai", {"steps": 4}),
     ("blur_ig", {"steps": 4}),
     ("grad_cam", {"layer": "conv2"}),
+    ("grad_cam", {"layer": "conv2", "three_dims": False}),
+    ("grad_cam", {"layer": "conv2", "should_resize": False}),
+    ("grad_cam", {"layer": "conv1", "relu": False, "normalize": True}),
 ]
 
 
-def both(method, params, x, batch_size=3, **kw):
+def both(method, params, x, batch_size=3, memory_format="auto", **kw):
     """(map with device arrays, map without) for the same model and input."""
     model = make_cnn(seed=2)
     on = salplug.explain(model, x, method, target=[1, 4, 7][: len(x)] if x.ndim == 4 else 1,
-                         batch_size=batch_size, backend_options={"device_arrays": True}, **params, **kw)
+                         batch_size=batch_size, backend_options={"device_arrays": True,
+                                                                 "memory_format": memory_format},
+                         **params, **kw)
     off = salplug.explain(model, x, method, target=[1, 4, 7][: len(x)] if x.ndim == 4 else 1,
                           batch_size=batch_size, backend_options={"device_arrays": False}, **params, **kw)
     return on, off
 
 
+@pytest.mark.parametrize("memory_format", ["auto", "contiguous"])  # on the CPU: NHWC memory, then NCHW
 @pytest.mark.parametrize("method,params", CASES, ids=lambda v: v if isinstance(v, str) else "")
-def test_every_map_equals_the_numpy_path(method, params):
+def test_every_map_equals_the_numpy_path(method, params, memory_format):
     x = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(0))
-    on, off = both(method, params, x)
+    on, off = both(method, params, x, memory_format=memory_format)
     assert torch.is_tensor(on.values) and on.values.shape == off.values.shape
     scale = float(np.abs(off.canonical).max())
     np.testing.assert_allclose(on.canonical, off.canonical, rtol=1e-5, atol=1e-6 * scale)
@@ -200,3 +206,16 @@ def test_top1_targets_come_from_the_callers_tensor_where_it_lies():
     want = model(x).argmax(1).tolist()
     assert out.target == want
     torch.testing.assert_close(out.values, salplug.explain(model, x, "ig", steps=4, target=want).values)
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 5, 7, 100])  # within one image's steps, straddling two, all
+@pytest.mark.parametrize("method,params", [("integrated_gradients", {"steps": 7}),
+                                           ("integrated_gradients", {"steps": 7, "rule": "gausslegendre",
+                                                                     "baseline": 0.5}),
+                                           ("smoothgrad", {"nsamples": 7, "seed": 3, "noise": "host",
+                                                           "mode": "vargrad"})])
+def test_batches_of_one_image_and_across_images_agree(method, params, batch_size):
+    x = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    on, off = both(method, params, x, batch_size=batch_size)
+    scale = float(np.abs(off.canonical).max())
+    np.testing.assert_allclose(on.canonical, off.canonical, rtol=1e-5, atol=1e-6 * scale)

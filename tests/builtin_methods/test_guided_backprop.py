@@ -196,6 +196,41 @@ def test_in_place_pattern_legal_in_torch_stays_legal(values_and_weights):
 # --------------------------------------------------------------------------------------------
 # Small CNN: Captum on nn.ReLU modules, functional ReLUs
 # --------------------------------------------------------------------------------------------
+def _later_use(x):  # relu_ on a fresh tensor, then its result used out of place
+    y = x * 1
+    y.relu_()
+    return y * -2 + 1
+
+
+def _used_twice(x):  # one relu output feeding two branches
+    y = torch.relu(x)
+    return y * -1 + y * 3
+
+
+def _relu6_then_in_place_add(x):  # relu6, then an in-place edit of a copy of its output
+    y = F.relu6(x * 4) * 1
+    y.add_(1)
+    return y
+
+
+@pytest.mark.parametrize("f,scale,upper", [(_later_use, -2.0, None), (_used_twice, 2.0, None),
+                                           (_relu6_then_in_place_add, 4.0, 6.0)])
+def test_the_gradient_reaching_a_relu_output_is_what_gets_guided(f, scale, upper, values_and_weights):
+    """Negative gradients are cleared where they reach the ReLU's output (all paths summed), then the
+    ReLU's own mask applies: the rule for ReLUs whose output is used further on."""
+    x0, w = values_and_weights
+    x = x0.clone().requires_grad_(True)
+    with guided_relu_gradients() as mode:
+        (g,) = torch.autograd.grad((f(x) * w).sum(), x)
+    assert mode.count == 1
+    inner = 4.0 if upper else 1.0  # relu6 sees 4x
+    arriving = w * (1.0 if upper else scale)  # gradient at the ReLU's output
+    keep = (inner * x0 > 0) & (arriving > 0)
+    if upper:
+        keep &= inner * x0 < upper
+    torch.testing.assert_close(g, torch.where(keep, arriving * inner, torch.zeros(())))
+
+
 def test_matches_captum_on_relu_modules():
     captum_attr = pytest.importorskip("captum.attr")
     model = make_cnn()

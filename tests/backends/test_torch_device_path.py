@@ -1,0 +1,201 @@
+"""The torch device path in detail: the memory format batches reach the model in, inputs checked
+and made canonical on the device, results checked there and copied to the host only when read,
+and the model frozen and in eval mode for a whole explain() call. Runs on the CPU by forcing
+``device_arrays=True``; test_torch_cuda.py repeats the essentials on a GPU."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import make_cnn
+
+import salplug
+from salplug.errors import InputError, ModelOutputError, ParameterError, TargetError
+
+torch = pytest.importorskip("torch")
+
+from salplug.backends.torch import TorchAdapter, choose_memory_format  # noqa: E402
+
+ON = {"device_arrays": True}
+
+
+def _x(n=2, seed=0):
+    return torch.rand(n, 3, 16, 16, generator=torch.Generator().manual_seed(seed))
+
+
+def _seen_by_first_conv(model):
+    """Inputs the first convolution receives, recorded by a forward pre-hook."""
+    seen = []
+    model.conv1.register_forward_pre_hook(lambda _m, args: seen.append(args[0]))
+    return seen
+
+
+# -- memory format ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("choice,contiguous", [("auto", False), ("channels_last", False),
+                                               (torch.channels_last, False), ("contiguous", True),
+                                               (torch.contiguous_format, True)])
+@pytest.mark.parametrize("device_arrays", [True, False])
+def test_batches_reach_the_model_in_the_chosen_memory_format(choice, contiguous, device_arrays):
+    model = make_cnn(seed=1)
+    seen = _seen_by_first_conv(model)
+    out = salplug.explain(model, _x(), "ig", target=1, steps=3, batch_size=2,
+                          backend_options={"memory_format": choice, "device_arrays": device_arrays})
+    assert seen and all(t.is_contiguous() is contiguous for t in seen)
+    assert all(t.is_contiguous(memory_format=torch.channels_last) is not contiguous for t in seen)
+    want = salplug.explain(model, _x(), "ig", target=1, steps=3, batch_size=2)
+    torch.testing.assert_close(out.values, want.values, rtol=1e-5, atol=1e-7)
+
+
+def test_auto_follows_the_first_convolutions_weights_on_an_accelerator():
+    model = make_cnn(seed=1)
+    cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
+    assert choose_memory_format("auto", cpu, model.conv1) is torch.channels_last  # the fast CPU layout
+    assert choose_memory_format("auto", cuda, model.conv1) is torch.contiguous_format
+    model.to(memory_format=torch.channels_last)
+    assert choose_memory_format("auto", cuda, model.conv1) is torch.channels_last
+    assert choose_memory_format(None, cuda, None) is torch.contiguous_format  # no convolution: plain
+
+
+@pytest.mark.parametrize("bad", ["nchw", 3, [torch.channels_last], torch.preserve_format])
+def test_a_bad_memory_format_is_refused(bad):
+    with pytest.raises(ParameterError, match="memory_format must be 'auto', 'channels_last' or 'contiguous'"):
+        TorchAdapter(make_cnn(), memory_format=bad)
+
+
+@pytest.mark.parametrize("choice", ["contiguous", "channels_last"])
+def test_the_device_copy_of_the_input_is_what_the_model_gets_no_copy_per_batch(choice):
+    model = make_cnn(seed=1)
+    seen = _seen_by_first_conv(model)
+    ex = salplug.Explainer(model, device_arrays=True, memory_format=choice)
+    held = []
+    inner = ex.adapter.to_canonical
+    ex.adapter.to_canonical = lambda x, layout=None: (lambda r: held.append(r[1].device_values) or r)(
+        inner(x, layout))
+    ex.explain(_x(), "gradients", target=1)
+    assert seen[0].untyped_storage().data_ptr() == held[0].untyped_storage().data_ptr()
+
+
+# -- inputs checked on the device ------------------------------------------------------------------
+def _never_called(model):
+    calls = []
+    model.register_forward_pre_hook(lambda *_: calls.append(1))
+    return calls
+
+
+@pytest.mark.parametrize("x,match", [
+    (torch.full((1, 3, 8, 8), float("nan")).index_fill(0, torch.tensor([0]), 0.5).index_put_(
+        (torch.tensor([0, 0]), torch.tensor([0, 1]), torch.tensor([0, 0]), torch.tensor([0, 0])),
+        torch.tensor([float("nan"), float("inf")])), "contains 2 NaN or infinite value"),
+    (torch.zeros(0, 3, 8, 8), "is empty"),
+    (torch.zeros(1, 3, 8, 8, dtype=torch.complex64), "dtype torch.complex64; pass real numbers"),
+    (torch.zeros(1, 4, 8, 8), "expects 3 input channels"),
+    (torch.zeros(3, 8), "must be one image"),
+])
+def test_bad_device_inputs_are_refused_before_any_model_call(x, match):
+    model = make_cnn(seed=1)
+    calls = _never_called(model)
+    with pytest.raises(InputError, match=match):
+        salplug.explain(model, x, "gradients", target=1, backend_options=ON)
+    assert calls == []
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bool, torch.int64, torch.float16])
+def test_other_dtypes_give_the_numpy_paths_maps(dtype):
+    x = (_x() * 3).to(dtype)
+    on = salplug.explain(make_cnn(seed=1), x, "gradients", target=2, backend_options=ON)
+    off = salplug.explain(make_cnn(seed=1), x, "gradients", target=2)
+    torch.testing.assert_close(on.values, off.values)
+    np.testing.assert_array_equal(on.canonical, off.canonical)
+
+
+def test_a_single_chw_image_and_an_explicit_nhwc_tensor():
+    x = _x(1)[0]
+    on = salplug.explain(make_cnn(seed=1), x, "gradients", target=2, backend_options=ON)
+    assert on.values.shape == x.shape and on.canonical.shape == (1, 16, 16, 3)
+    nhwc = x.permute(1, 2, 0)[None].contiguous()
+    on2 = salplug.explain(make_cnn(seed=1), nhwc, "gradients", target=2, layout="NHWC",
+                          backend_options={**ON, "memory_format": "contiguous"})
+    np.testing.assert_allclose(on2.canonical, on.canonical, rtol=1e-6, atol=1e-9)
+    assert on2.values.shape == nhwc.shape
+
+
+# -- results checked on the device, copied to the host when read -----------------------------------
+def test_canonical_is_read_from_the_device_on_first_use():
+    out = salplug.explain(make_cnn(seed=1), _x(), "ig", target=1, steps=4, backend_options=ON)
+    assert callable(out.__dict__["_canonical"])  # nothing copied to the host yet
+    want = salplug.explain(make_cnn(seed=1), _x(), "ig", target=1, steps=4)
+    np.testing.assert_allclose(out.canonical, want.canonical, rtol=1e-5, atol=1e-8)
+    assert isinstance(out.__dict__["_canonical"], np.ndarray) and out.canonical.dtype == np.float32
+    assert "canonical=array(" in repr(salplug.explain(make_cnn(seed=1), _x(), "ig", target=1, steps=4,
+                                                      backend_options=ON))
+
+
+class _Dense(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc = torch.nn.Linear(6, 4)
+
+    def forward(self, x):
+        return self.fc(x)
+
+
+def test_writing_into_values_before_reading_canonical_changes_nothing():
+    x = torch.rand(3, 6, generator=torch.Generator().manual_seed(1))  # layout N...: no permutation
+    out = salplug.explain(_Dense(), x, "gradients", target=1, backend_options=ON)
+    out.values.add_(100.0)
+    want = salplug.explain(_Dense(), x, "gradients", target=1)
+    np.testing.assert_array_equal(out.canonical, want.canonical)
+
+
+def test_non_finite_results_are_caught_on_the_device():
+    class NaNGradients(torch.nn.Module):
+        def forward(self, x):
+            return (x.flatten(1) * 0).sqrt()[:, :4]  # d sqrt(0) = inf
+
+    with pytest.raises(ModelOutputError, match="returned NaN or infinite values"):
+        salplug.explain(NaNGradients(), torch.rand(2, 3, 4, 4), "gradients", target=0, backend_options=ON)
+
+
+# -- the model is frozen and in eval mode for the whole call ---------------------------------------
+def test_parameters_stay_frozen_and_modules_in_eval_for_the_call_and_come_back():
+    model = make_cnn(seed=1).train()
+    states = []
+
+    def target(out):
+        states.append((model.training, model.conv1.weight.requires_grad))
+        return out[:, 1]
+
+    salplug.explain(model, _x(4), "ig", target=target, steps=3, batch_size=2, backend_options=ON)
+    assert len(states) == 6 and set(states) == {(False, False)}
+    assert model.training and model.conv1.training and model.conv1.weight.requires_grad
+
+
+def test_an_error_in_a_later_batch_puts_the_model_back():
+    model = make_cnn(seed=1).train()
+    model.fc.bias.requires_grad_(False)  # the user's own choice: kept
+
+    def target(out, calls=[]):  # noqa: B006 - counts calls
+        calls.append(1)
+        if len(calls) == 3:
+            raise TargetError("third batch fails")
+        return out[:, 1]
+
+    with pytest.raises(TargetError, match="third batch fails"):
+        salplug.explain(model, _x(4), "ig", target=target, steps=3, batch_size=2, backend_options=ON)
+    assert all(m.training for m in model.modules())
+    assert model.conv1.weight.requires_grad and not model.fc.bias.requires_grad
+    assert model.conv1.weight.grad is None
+
+
+# -- one target for every row: a column of the output ----------------------------------------------
+def test_one_class_for_all_rows_and_one_per_row_agree():
+    model = make_cnn(seed=1)
+    x = _x(3)
+    same = salplug.explain(model, x, "gradients", target=4, backend_options=ON).canonical
+    listed = salplug.explain(model, x, "gradients", target=[4, 4, 4], backend_options=ON).canonical
+    mixed = salplug.explain(model, x, "gradients", target=[4, 1, 4], backend_options=ON).canonical
+    np.testing.assert_array_equal(same, listed)
+    np.testing.assert_array_equal(mixed[[0, 2]], same[[0, 2]])
+    one = salplug.explain(model, x[1:2], "gradients", target=1, backend_options=ON).canonical
+    np.testing.assert_allclose(mixed[1:2], one, rtol=1e-6, atol=1e-9)
