@@ -119,3 +119,24 @@ def test_a_bare_cuda_device_is_the_current_gpu_and_inputs_there_are_not_resent()
     ex.adapter.to_device = lambda arr: moved.append(arr.shape) or to_device(arr)
     out = ex.explain(torch.rand(2, 3, 32, 32, device="cuda"), "gradients", target=1)
     assert moved == [] and out.values.is_cuda
+
+
+def test_on_a_gpu_batches_follow_the_models_weights_and_bad_inputs_are_caught_there():
+    model = copy.deepcopy(make_cnn(seed=1)).cuda()
+    seen = []
+    model.conv1.register_forward_pre_hook(lambda _m, args: seen.append(args[0]))
+    x = torch.rand(2, 3, 32, 32, device="cuda")
+    out = salplug.explain(model, x, "ig", target=1, steps=4, batch_size=2)
+    assert seen and all(t.is_contiguous() for t in seen)  # NCHW weights: NCHW batches
+    assert callable(out.__dict__["_canonical"]) and out.values.device == x.device  # nothing read back yet
+    np.testing.assert_allclose(out.canonical, salplug.explain(model.cpu(), x.cpu(), "ig", target=1, steps=4,
+                                                              batch_size=2).canonical, rtol=1e-4, atol=1e-6)
+    cl = copy.deepcopy(make_cnn(seed=1)).cuda().to(memory_format=torch.channels_last)
+    seen.clear()
+    cl.conv1.register_forward_pre_hook(lambda _m, args: seen.append(args[0]))
+    salplug.explain(cl, x, "gradients", target=1)
+    assert seen and all(t.is_contiguous(memory_format=torch.channels_last) for t in seen)
+    bad = x.clone()
+    bad[0, 0, 0, 0] = float("nan")
+    with pytest.raises(salplug.errors.InputError, match="contains 1 NaN"):
+        salplug.explain(model.cuda(), bad, "gradients", target=1)
