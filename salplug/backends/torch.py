@@ -274,15 +274,24 @@ class TorchAdapter:
         _, batched, perm = LAYOUTS[layout]
         t = x.detach().to(torch.float32, copy=True)
         finite = torch.isfinite(t)
-        if not bool(finite.all()):
-            raise nonfinite_error(int((~finite).sum()))
         t = t.permute(perm) if perm is not None else t
         t = t if batched else t[None]
         if t.ndim == 4:  # NHWC in shape, the model's memory format in memory: batches go in without a copy
             t = t.permute(0, 3, 1, 2).contiguous(memory_format=self.memory_format).permute(0, 2, 3, 1)
+        host = self._copy_to_host(t.contiguous())  # queued before the check, which waits for both
+        if not bool(finite.all()):
+            raise nonfinite_error(int((~finite).sum()))
         info = InputInfo(layout=layout, batched=batched, kind="torch", device=x.device)
-        info.device_values, info.device_of = t, self.to_host(t.contiguous())
+        info.device_values, info.device_of = t, host.numpy()
         return info.device_of, info
+
+    @staticmethod
+    def _copy_to_host(t: torch.Tensor) -> torch.Tensor:
+        """A host copy of ``t``; from a GPU, queued into pinned memory (read it after a sync)."""
+        if t.device.type != "cuda":
+            return t.to("cpu", copy=True)
+        host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+        return host.copy_(t, non_blocking=True)
 
     def from_canonical(self, values: Any, info: InputInfo) -> Any:
         if torch.is_tensor(values):  # a device array: back to the caller's layout where it is

@@ -50,10 +50,12 @@ def resize_maps(maps: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return rows @ maps @ cols.T
 
 
-def normalize_maps(maps: np.ndarray) -> np.ndarray:
-    """Divide each map by its largest absolute value (maps that are all zero stay zero)."""
-    peak = np.abs(maps).reshape(len(maps), -1).max(1).reshape(-1, 1, 1)
-    return np.divide(maps, peak, out=np.zeros_like(maps), where=peak > 0)
+def normalize_maps(maps):
+    """Divide each map by its largest absolute value (maps that are all zero stay zero); numpy or
+    device arrays alike."""
+    peak = abs(maps).reshape(len(maps), -1).max(axis=1)
+    peak = getattr(peak, "values", peak).reshape(-1, 1, 1)  # a torch max is (values, indices)
+    return maps / (peak + (peak == 0))  # an all-zero map is divided by 1
 
 
 class GradCam(Method):
@@ -93,17 +95,16 @@ class GradCam(Method):
             values, grads = ctx.adapter.layer_values_and_gradients(inputs[rows], targets.take(rows), layer)
             cams.append(layer_map(np.asarray(values) if _host_like(values) else values,
                                   np.asarray(grads) if _host_like(grads) else grads, layer))
-        maps = np.asarray(ctx.to_numpy(ctx.concat(cams)), dtype=np.float64)  # (N, h, w): small
-        if relu:
-            np.maximum(maps, 0.0, out=maps)
+        maps = ctx.concat(cams)  # (N, h, w): float64 numpy, or float32 where the layer's values are
+        if relu:  # (on the device: negative entries become -0.0, equal to 0)
+            maps = np.maximum(maps, 0.0) if isinstance(maps, np.ndarray) else maps * (maps > 0)
         if should_resize if normalize is None else normalize:
             maps = normalize_maps(maps)
         if should_resize and ctx.on_device:  # the full-size maps are made where the results stay
             maps = resize_maps_on_device(ctx, maps, x.shape[1:3])
         elif should_resize:
             maps = resize_maps(maps, x.shape[1:3])
-        if isinstance(maps, np.ndarray):
-            maps = maps.astype(np.float32)
+        maps = ctx.astype(maps, np.float32)
         if three_dims:  # tiled to 3 channels
             ones = np.ones(3, np.float32)
             maps = maps[..., None] * (ones if isinstance(maps, np.ndarray) else ctx.to_device(ones))
@@ -128,11 +129,11 @@ def layer_map(values, grads, layer):
     return (values * grads.mean(axis=(1, 2))[:, None, None, :]).sum(axis=-1)
 
 
-def resize_maps_on_device(ctx, maps: np.ndarray, shape: tuple[int, int]):
+def resize_maps_on_device(ctx, maps, shape: tuple[int, int]):
     """``resize_maps`` as float32 matrix products on the adapter's device (a device array)."""
     rows = resize_matrix(maps.shape[1], shape[0]).astype(np.float32)
     cols = resize_matrix(maps.shape[2], shape[1]).T.astype(np.float32)
-    return ctx.to_device(rows) @ ctx.to_device(maps.astype(np.float32)) @ ctx.to_device(cols)
+    return ctx.to_device(rows) @ ctx.to_device(ctx.astype(maps, np.float32)) @ ctx.to_device(cols)
 
 
 @hookimpl
