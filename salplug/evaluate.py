@@ -15,6 +15,7 @@ Matplotlib is imported only to draw the plots.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import html
 import json
@@ -571,7 +572,13 @@ def evaluate(model: Any, images: Any, methods: Any = DEFAULT_METHODS, metrics: A
             except ParameterError as exc:
                 raise ParameterError(f"Metric {mlabel!r}: {exc}") from None
 
-    # 3. the work
+    # 3. the work; each method run and each metric evaluation is one call of the backend's
+    # (its call_scope: torch lists, freezes and sets eval mode once; tf1 reads weights once)
+    scope = getattr(adapter, "call_scope", None)
+
+    def in_scope() -> Any:
+        return scope() if scope is not None else contextlib.nullcontext()
+
     results: dict[tuple[str, str], Any] = {}
     attributions: dict[str, np.ndarray] = {}
     method_info: dict[str, dict[str, Any]] = {}
@@ -595,7 +602,8 @@ def evaluate(model: Any, images: Any, methods: Any = DEFAULT_METHODS, metrics: A
                 attributions[label] = given[label]
             else:
                 try:
-                    out = run_method(ctx, name, x_in, targets, full, checked=True)
+                    with in_scope():
+                        out = run_method(ctx, name, x_in, targets, full, checked=True)
                 except SalplugError as exc:  # say which method, keep the type
                     where = f"method {label!r}" + (f" ({name})" if name != label else "")
                     exc.args = (f"{where}: {exc}", *exc.args[1:])
@@ -620,7 +628,8 @@ def evaluate(model: Any, images: Any, methods: Any = DEFAULT_METHODS, metrics: A
                     bar.set_postfix_str(f"{label} / {mlabel}")
                 begin = time.perf_counter()
                 try:
-                    result = metric.evaluate(mctx, x, targets, attributions[label], **mparams)
+                    with in_scope():
+                        result = metric.evaluate(mctx, x, targets, attributions[label], **mparams)
                 except SalplugError as exc:  # say which metric and method, keep the type
                     exc.args = (f"metric {mlabel!r} on method {label!r}: {exc}", *exc.args[1:])
                     raise

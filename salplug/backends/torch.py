@@ -221,6 +221,13 @@ class TorchAdapter:
         self._scope = threading.local()  # per thread: (modules, parameters) during call_scope()
         self._auto_rows: dict[tuple, int] = {}
 
+    def __copy__(self) -> TorchAdapter:
+        """A shallow copy (e.g. over a copied model) whose calls are its own: no scope is shared."""
+        clone = object.__new__(type(self))
+        clone.__dict__.update(self.__dict__)
+        clone._scope = threading.local()
+        return clone
+
     @contextlib.contextmanager
     def call_scope(self) -> Iterator[None]:
         """One ``explain()`` call: the model's modules and parameters are listed once, and the

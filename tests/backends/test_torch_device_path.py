@@ -199,3 +199,31 @@ def test_one_class_for_all_rows_and_one_per_row_agree():
     np.testing.assert_array_equal(mixed[[0, 2]], same[[0, 2]])
     one = salplug.explain(model, x[1:2], "gradients", target=1, backend_options=ON).canonical
     np.testing.assert_allclose(mixed[1:2], one, rtol=1e-6, atol=1e-9)
+
+
+# -- evaluate() runs each method and metric as one call of the backend --------------------------
+def test_evaluate_walks_the_model_once_per_method_and_metric_not_per_batch(monkeypatch):
+    walks = []
+    inner = TorchAdapter._walk
+    monkeypatch.setattr(TorchAdapter, "_walk", lambda self: walks.append(1) or inner(self))
+    model = make_cnn(seed=1).train()
+    images = np.random.default_rng(0).random((4, 16, 16, 3), dtype=np.float32)
+    salplug.evaluate(model, images, methods=["gradients"], metrics=["deletion"], batch_size=2,
+                     include_random=False, progress=False)
+    # deletion scores many perturbed batches; per batch this would be dozens of walks
+    assert 2 <= len(walks) <= 4, len(walks)
+    assert model.training and all(p.requires_grad for p in model.parameters())
+
+
+def test_a_copied_adapter_has_calls_of_its_own():
+    import copy
+
+    adapter = TorchAdapter(make_cnn(seed=1).train())
+    twin = copy.copy(adapter)
+    twin.model = make_cnn(seed=2).train()
+    with adapter.call_scope():
+        assert not adapter.model.training and adapter._listed is not None
+        assert twin._listed is None  # its own calls freeze and evaluate its own model
+        twin.input_gradients(np.zeros((1, 8, 8, 3), np.float32), salplug.types.Targets(np.array([1])))
+        assert twin.model.training  # put back after its call, while the first scope still holds
+    assert adapter.model.training
