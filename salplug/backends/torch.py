@@ -461,6 +461,10 @@ class TorchAdapter:
             )
         k = out.shape[1]
         idx = targets.indices
+        if len(idx) != m:
+            raise TargetError(f"The model returned {m} rows (output shape {tuple(out.shape)}) for {len(idx)} "
+                              f"inputs; class targets need one row of class scores per input. Make the model "
+                              f"return (N, classes) logits, or pass a target callable.")
         low, high = int(idx.min()), int(idx.max())
         if low < 0 or high >= k:
             raise TargetError(f"target {high if high >= k else low} is out of "

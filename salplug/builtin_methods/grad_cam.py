@@ -93,8 +93,9 @@ class GradCam(Method):
         cams = []
         for rows in ctx.chunks(len(x), "grad_cam"):
             values, grads = ctx.adapter.layer_values_and_gradients(inputs[rows], targets.take(rows), layer)
-            cams.append(layer_map(np.asarray(values) if _host_like(values) else values,
-                                  np.asarray(grads) if _host_like(grads) else grads, layer))
+            if not ctx.on_device:  # numpy (or array-likes a backend returned): as numpy
+                values, grads = np.asarray(values), np.asarray(grads)
+            cams.append(layer_map(values, grads, layer))
         maps = ctx.concat(cams)  # (N, h, w): float64 numpy, or float32 where the layer's values are
         if relu:  # (on the device: negative entries become -0.0, equal to 0)
             maps = np.maximum(maps, 0.0) if isinstance(maps, np.ndarray) else maps * (maps > 0)
@@ -109,10 +110,6 @@ class GradCam(Method):
             ones = np.ones(3, np.float32)
             maps = maps[..., None] * (ones if isinstance(maps, np.ndarray) else ctx.to_device(ones))
         return maps
-
-
-def _host_like(arr) -> bool:
-    return isinstance(arr, np.ndarray) or not hasattr(arr, "shape")
 
 
 def layer_map(values, grads, layer):

@@ -113,11 +113,17 @@ class SmoothGrad(Method):
                 noisy = (x[samples] + noises[steps] * sigma[samples].reshape(shape)).astype(np.float32)
             out = method.explain(ctx, noisy, targets.take(samples), **params)
             maps = out.values if isinstance(out, MethodOutput) else out
-            if not device or isinstance(maps, np.ndarray):
+            # the sums go where the base's maps are: a device array also from a base that takes
+            # numpy inputs (IG, Grad-CAM finish on the device)
+            maps_on_device = ctx.on_device and hasattr(maps, "shape") and not isinstance(maps, np.ndarray)
+            if not maps_on_device:
                 maps = np.asarray(maps, np.float64)
+            elif mode == "vargrad":  # squared in float64 too: E[m^2] - E[m]^2 cancels
+                maps = ctx.astype(maps, np.float64)
             if total is None:
-                total = (ctx.zeros if device else np.zeros)((n,) + tuple(maps.shape[1:]), np.float64)
-                squares = (ctx.zeros if device else np.zeros)(total.shape, np.float64) if mode != "mean" else None
+                zeros = ctx.zeros if maps_on_device else np.zeros
+                total = zeros((n,) + tuple(maps.shape[1:]), np.float64)
+                squares = zeros(total.shape, np.float64) if mode != "mean" else None
             if mode != "squared":
                 add_by_sample(total, samples, maps)
             if squares is not None:

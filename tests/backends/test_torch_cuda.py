@@ -140,3 +140,11 @@ def test_on_a_gpu_batches_follow_the_models_weights_and_bad_inputs_are_caught_th
     bad[0, 0, 0, 0] = float("nan")
     with pytest.raises(salplug.errors.InputError, match="contains 1 NaN"):
         salplug.explain(model.cuda(), bad, "gradients", target=1)
+
+
+@pytest.mark.parametrize("base,base_params", [("integrated_gradients", {"steps": 4}), ("grad_cam", {"layer": "conv2"})])
+def test_smoothgrad_over_bases_that_finish_on_the_gpu(base, base_params):
+    """IG and Grad-CAM return device arrays on a GPU; SmoothGrad sums them there."""
+    params = dict(base=base, base_params=base_params, nsamples=3, seed=0, noise="host")
+    cpu = maps_on("cpu", "smoothgrad", params)
+    np.testing.assert_allclose(maps_on("cuda", "smoothgrad", params), cpu, rtol=1e-4, atol=1e-5 * np.abs(cpu).max())

@@ -219,3 +219,23 @@ def test_batches_of_one_image_and_across_images_agree(method, params, batch_size
     on, off = both(method, params, x, batch_size=batch_size)
     scale = float(np.abs(off.canonical).max())
     np.testing.assert_allclose(on.canonical, off.canonical, rtol=1e-5, atol=1e-6 * scale)
+
+
+@pytest.mark.parametrize("base,base_params", [("integrated_gradients", {"steps": 3}), ("grad_cam", {"layer": "conv2"}),
+                                              ("gradients", {}), ("guided_backprop", {})])
+@pytest.mark.parametrize("mode", ["mean", "vargrad"])
+def test_smoothgrad_over_any_base_never_hands_numpy_a_device_array(base, base_params, mode, monkeypatch):
+    """On a GPU numpy cannot read a CUDA tensor; here the same is simulated by making every
+    tensor refuse numpy's conversion, which salplug must never rely on (it copies with .numpy())."""
+    def refuse(*_a, **_k):
+        raise TypeError("can't convert a device tensor to numpy (simulated)")
+
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    params = dict(base=base, base_params=base_params, nsamples=3, seed=1, noise="host", mode=mode, batch_size=2)
+    off = salplug.explain(make_cnn(seed=2), x, "smoothgrad", target=[1, 4], **params)
+    monkeypatch.setattr(torch.Tensor, "__array__", refuse)
+    for inputs in (x, x.permute(0, 2, 3, 1).numpy().copy()):  # a tensor, and numpy on a "GPU" model
+        on = salplug.explain(make_cnn(seed=2), inputs, "smoothgrad", target=[1, 4],
+                             backend_options={"device_arrays": True}, **params)
+        scale = float(np.abs(off.canonical).max())
+        np.testing.assert_allclose(on.canonical, off.canonical, rtol=1e-5, atol=1e-6 * scale)

@@ -227,3 +227,23 @@ def test_a_copied_adapter_has_calls_of_its_own():
         twin.input_gradients(np.zeros((1, 8, 8, 3), np.float32), salplug.types.Targets(np.array([1])))
         assert twin.model.training  # put back after its call, while the first scope still holds
     assert adapter.model.training
+
+
+class _Pooled(torch.nn.Module):
+    """One output row for the whole batch: not one row of class scores per input."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc = torch.nn.Linear(6, 4)
+
+    def forward(self, x):
+        return self.fc(x).mean(0, keepdim=True)
+
+
+@pytest.mark.parametrize("target", [2, [2, 2, 2], [2, 1, 2]])
+@pytest.mark.parametrize("device_arrays", [True, False])
+def test_a_model_returning_the_wrong_number_of_rows_is_a_target_error(target, device_arrays):
+    with pytest.raises(TargetError, match=r"returned 1 rows \(output shape \(1, 4\)\) for 3 inputs"):
+        salplug.explain(_Pooled(), torch.rand(3, 6), "gradients", target=target,
+                        backend_options={"device_arrays": device_arrays})
