@@ -266,7 +266,11 @@ class Context:
 
     def astype(self, arr: Any, dtype: Any) -> Any:
         """``arr`` (numpy or a device array) with numpy ``dtype``, where it lies."""
-        return arr.astype(dtype) if isinstance(arr, np.ndarray) else self.adapter.astype(arr, dtype)
+        if isinstance(arr, np.ndarray):
+            return arr.astype(dtype)
+        if hasattr(self.adapter, "astype"):
+            return self.adapter.astype(arr, dtype)
+        return self.to_device(self.to_numpy(arr).astype(dtype))  # an adapter without it: via the host
 
     def concat(self, parts: list) -> Any:
         """Arrays joined along the batch axis, numpy or device arrays alike."""

@@ -134,6 +134,40 @@ def choose_memory_format(choice: Any, device: torch.device, conv: nn.Module | No
     return torch.contiguous_format
 
 
+_HOLDS: dict[int, list] = {}  # id(model) -> [holders, frozen parameters, modules set to eval]
+_HOLDS_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def hold_model(model: Any, modules: list, params: list, eval_mode: bool) -> Iterator[None]:
+    """``model``'s parameters frozen (no .grad accumulates) and, with ``eval_mode``, its modules in
+    eval mode while anyone holds it: the first holder (any thread, any adapter of the model) sets
+    them, the last puts each one back; so threads sharing a model never see it half restored."""
+    key = id(model)  # an entry lives only while a holder keeps the model alive
+    with _HOLDS_LOCK:
+        hold = _HOLDS.get(key)
+        if hold is None:
+            frozen = [p for p in params if p.requires_grad]
+            training = [m for m in modules if m.training] if eval_mode else []
+            for p in frozen:
+                p.requires_grad_(False)
+            for m in training:
+                m.training = False
+            hold = _HOLDS[key] = [0, frozen, training]
+        hold[0] += 1
+    try:
+        yield
+    finally:
+        with _HOLDS_LOCK:
+            hold[0] -= 1
+            if hold[0] == 0:
+                del _HOLDS[key]
+                for p in hold[1]:
+                    p.requires_grad_(True)
+                for m in hold[2]:
+                    m.training = True
+
+
 def _torch_dtype(dtype: Any) -> torch.dtype:
     return torch.from_numpy(np.empty(0, dtype)).dtype
 
@@ -237,7 +271,7 @@ class TorchAdapter:
             yield
             return
         modules, params = self._walk()
-        with self._frozen_parameters(params), self._eval_modules(modules):
+        with self._held(modules, params):
             self._scope.listed = (modules, params)
             try:
                 yield
@@ -383,37 +417,17 @@ class TorchAdapter:
         """Parameters stop requiring grad for the call, so no .grad ever accumulates (inside
         ``call_scope`` they already have)."""
         with torch.enable_grad(), (contextlib.nullcontext() if self._listed is not None
-                                   else self._frozen_parameters(self._walk()[1])):
+                                   else self._held(*self._walk())):
             yield
 
     @contextlib.contextmanager
     def _evaluating(self) -> Iterator[None]:
         """The model in eval mode for the call (see ``eval_mode``); each module's mode comes back."""
-        with (contextlib.nullcontext() if self._listed is not None else self._eval_modules(self._walk()[0])):
+        with (contextlib.nullcontext() if self._listed is not None else self._held(*self._walk())):
             yield
 
-    @staticmethod
-    @contextlib.contextmanager
-    def _frozen_parameters(params: list) -> Iterator[None]:
-        frozen = [p for p in params if p.requires_grad]
-        for p in frozen:
-            p.requires_grad_(False)
-        try:
-            yield
-        finally:
-            for p in frozen:
-                p.requires_grad_(True)
-
-    @contextlib.contextmanager
-    def _eval_modules(self, modules: list) -> Iterator[None]:
-        training = [m for m in modules if m.training] if self.eval_mode else []
-        for m in training:
-            m.training = False
-        try:
-            yield
-        finally:
-            for m in training:
-                m.training = True
+    def _held(self, modules: list, params: list) -> contextlib.AbstractContextManager:
+        return hold_model(self.model, modules, params, self.eval_mode)
 
     def _logits(self, t: torch.Tensor) -> torch.Tensor:
         out = self.select(self.model(t))

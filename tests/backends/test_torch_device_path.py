@@ -247,3 +247,72 @@ def test_a_model_returning_the_wrong_number_of_rows_is_a_target_error(target, de
     with pytest.raises(TargetError, match=r"returned 1 rows \(output shape \(1, 4\)\) for 3 inputs"):
         salplug.explain(_Pooled(), torch.rand(3, 6), "gradients", target=target,
                         backend_options={"device_arrays": device_arrays})
+
+
+def test_threads_sharing_a_model_never_see_it_put_back_mid_call():
+    import threading
+    import time
+
+    seen: dict[str, list] = {}
+
+    class Slow(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.conv, self.bn = torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.BatchNorm2d(4)
+            self.fc = torch.nn.Linear(4 * 8 * 8, 5)
+
+        def forward(self, x):
+            seen.setdefault(threading.current_thread().name, []).append(
+                (self.bn.training, self.fc.weight.requires_grad))
+            time.sleep(0.001)
+            return self.fc(torch.relu(self.bn(self.conv(x))).flatten(1))
+
+    model = Slow().train()
+    ex = salplug.Explainer(model, batch_size=4)
+
+    def run(delay, steps):
+        time.sleep(delay)
+        ex.explain(torch.rand(2, 3, 8, 8), "integrated_gradients", target=1, steps=steps)
+
+    threads = [threading.Thread(target=run, name=name, args=args)
+               for name, args in (("A", (0, 40)), ("B", (0.01, 120)), ("C", (0.02, 20)))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(seen) == ["A", "B", "C"]
+    assert all(state == (False, False) for states in seen.values() for state in states)
+    assert model.training and model.bn.training and all(p.requires_grad for p in model.parameters())
+
+
+class _OnlyTheBasics:
+    """A device adapter with only the members every device adapter must have (docs/plugins.md):
+    no zeros / astype / dtype_kind / all_finite."""
+
+    OPTIONAL = {"zeros", "astype", "dtype_kind", "all_finite"}
+
+    def __init__(self, inner):
+        self._inner = inner
+
+    def __getattr__(self, name):
+        if name in self.OPTIONAL:
+            raise AttributeError(name)
+        return getattr(self._inner, name)
+
+
+@pytest.mark.parametrize("method,params", [("gradients", {}), ("integrated_gradients", {"steps": 3}),
+                                           ("smoothgrad", {"nsamples": 2, "noise": "host", "seed": 0,
+                                                           "mode": "vargrad"}),
+                                           ("grad_cam", {"layer": "conv2"})])
+@pytest.mark.parametrize("inputs", ["tensor", "numpy"])
+def test_a_device_adapter_without_the_optional_helpers_still_works(method, params, inputs):
+    x = _x()
+    xi = x if inputs == "tensor" else x.permute(0, 2, 3, 1).numpy().copy()
+    ex = salplug.Explainer(make_cnn(seed=1), device_arrays=True)
+    ex.adapter = _OnlyTheBasics(ex.adapter)
+    got = ex.explain(xi, method, target=1, **params)
+    want = salplug.explain(make_cnn(seed=1), xi, method, target=1, **params)
+    scale = float(np.abs(want.canonical).max())
+    np.testing.assert_allclose(got.canonical, want.canonical, rtol=1e-5, atol=1e-6 * scale)
+    assert type(got.values) is type(want.values)
