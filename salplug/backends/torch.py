@@ -210,7 +210,8 @@ class TorchAdapter:
         channels-last (a free view of salplug's NHWC arrays, the fast layout there); on a GPU the
         layout of the model's first convolution weights, so the network runs in the format its
         weights are stored in (a channels-last input to an NCHW model converts every weight on
-        every call).
+        every call). With "auto", a model whose ``.view`` refuses channels-last memory (e.g.
+        ``x.view(-1, 400)`` after its convolutions) gets plain NCHW from then on.
     """
 
     name = "torch"
@@ -247,6 +248,7 @@ class TorchAdapter:
         conv = _first(modules, nn.Conv2d)
         self.in_channels = conv.in_channels if conv is not None else None
         self.memory_format = choose_memory_format(memory_format, self.device, conv)
+        self.auto_memory_format = memory_format is None or (isinstance(memory_format, str) and memory_format == "auto")
         first_conv = _first(modules, (nn.Conv1d, nn.Conv2d, nn.Conv3d))
         # a 1-D convolutional network takes (N, C, L) batches: not images, so no CHW guess
         self.signals = isinstance(first_conv, nn.Conv1d)
@@ -437,6 +439,11 @@ class TorchAdapter:
             self._num_classes, self.num_outputs_guess = int(out.shape[1]), None
         return out
 
+    def _needs_plain_layout(self, exc: BaseException) -> bool:
+        """True when ``exc`` is a ``.view`` refusing the channels-last memory that "auto" chose."""
+        return (isinstance(exc, RuntimeError) and self.auto_memory_format
+                and self.memory_format == torch.channels_last and "view size is not compatible" in str(exc))
+
     def _select(self, out: torch.Tensor, targets: Targets) -> torch.Tensor:
         m = out.shape[0]
         if targets.fn is not None:
@@ -550,6 +557,14 @@ class TorchAdapter:
         """``fn(x, targets, *args)`` in pieces of at most ``max_rows`` rows, halving the piece
         (and remembering it) after an out-of-memory error; pieces are joined along rows."""
         with self._evaluating():
+            try:
+                return self._pieces(fn, x, targets, *args)
+            except RuntimeError as exc:
+                if not self._needs_plain_layout(exc):
+                    raise
+            # the model flattens with .view (x.view(n, -1)), which needs plain NCHW memory: from
+            # now on it gets it (the failed pass stopped in the model's forward, nothing was kept)
+            self.memory_format = torch.contiguous_format
             return self._pieces(fn, x, targets, *args)
 
     def _pieces(self, fn: Callable[..., Any], x: np.ndarray, targets: Targets, *args: Any) -> Any:

@@ -316,3 +316,41 @@ def test_a_device_adapter_without_the_optional_helpers_still_works(method, param
     scale = float(np.abs(want.canonical).max())
     np.testing.assert_allclose(got.canonical, want.canonical, rtol=1e-5, atol=1e-6 * scale)
     assert type(got.values) is type(want.values)
+
+
+class _TutorialNet(torch.nn.Module):
+    """PyTorch's tutorial CNN: it flattens with ``x.view(-1, 16 * 5 * 5)``, which refuses
+    channels-last memory."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv1, self.conv2 = torch.nn.Conv2d(3, 6, 5), torch.nn.Conv2d(6, 16, 5)
+        self.pool = torch.nn.MaxPool2d(2, 2)
+        self.fc = torch.nn.Linear(16 * 5 * 5, 10)
+
+    def forward(self, x):
+        x = self.pool(torch.relu(self.conv1(x)))
+        x = self.pool(torch.relu(self.conv2(x)))
+        return self.fc(x.view(-1, 16 * 5 * 5))
+
+
+@pytest.mark.parametrize("method,params", [("gradients", {}), ("integrated_gradients", {"steps": 4}),
+                                           ("grad_cam", {"layer": "conv2"}), ("guided_backprop", {}),
+                                           ("occlusion", {"size": 8, "stride": 8})])
+@pytest.mark.parametrize("target", [1, None])
+@pytest.mark.parametrize("device_arrays", [False, True])
+def test_a_model_that_flattens_with_view_gets_plain_nchw(method, params, target, device_arrays):
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    ex = salplug.Explainer(_TutorialNet(), device_arrays=device_arrays)
+    got = ex.explain(x, method, target=target, **params)
+    assert ex.adapter.memory_format == torch.contiguous_format  # learned once, kept
+    want = salplug.explain(_TutorialNet(), x, method, target=target, backend_options={"memory_format": "contiguous"},
+                           **params)
+    np.testing.assert_allclose(got.canonical, want.canonical, rtol=1e-5, atol=1e-7)
+
+
+def test_an_explicit_channels_last_is_kept_even_when_the_model_refuses_it():
+    with pytest.raises(RuntimeError, match="view size is not compatible"):
+        salplug.explain(_TutorialNet(), torch.rand(1, 3, 32, 32), "gradients", target=1,
+                        backend_options={"memory_format": "channels_last"})
