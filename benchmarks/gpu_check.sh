@@ -18,3 +18,5 @@ timeout 150 python3 -m pytest -q -p no:cacheprovider tests/backends/test_torch_c
   tests/backends/test_torch_backend.py tests/backends/test_torch_autotune.py 2>&1 | tee "$OUT/tests.log"
 # 2. the benchmark on the device (--quick: fewer repeats and smaller grids, to fit one call)
 timeout 380 python3 -m benchmarks --device cuda --quick --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log"
+# 3. the milliseconds behind the ratios: each method and its raw loop, piece by piece
+timeout 90 python3 -m benchmarks.per_call 2>&1 | tee "$OUT/per_call.log"
