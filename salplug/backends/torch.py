@@ -134,38 +134,59 @@ def choose_memory_format(choice: Any, device: torch.device, conv: nn.Module | No
     return torch.contiguous_format
 
 
-_HOLDS: dict[int, list] = {}  # id(model) -> [holders, frozen parameters, modules set to eval]
-_HOLDS_LOCK = threading.Lock()
+_FROZEN: dict[int, list] = {}  # id(parameter) -> [holders, parameter]: frozen by salplug, restored at 0
+_IN_EVAL: dict[int, list] = {}  # id(module) -> [holders, module]: put in eval by salplug, restored at 0
+_HOLDS_LOCK = threading.RLock()
+
+
+def _take(table: dict[int, list], items: list, active: Callable[[Any], bool], set_off: Callable[[Any], None],
+          taken: list) -> None:
+    for item in items:
+        entry = table.get(id(item))
+        if entry is None:
+            if not active(item):  # the user's own setting (frozen, or in eval): not salplug's to restore
+                continue
+            set_off(item)
+            entry = table[id(item)] = [0, item]
+        entry[0] += 1
+        taken.append((table, entry))
+
+
+def _release(taken: list, set_on: dict) -> None:
+    for table, entry in taken:
+        entry[0] -= 1
+        if entry[0] == 0:
+            del table[id(entry[1])]
+            set_on[id(table)](entry[1])
+
+
+_RESTORE = {id(_FROZEN): lambda p: p.requires_grad_(True), id(_IN_EVAL): lambda m: setattr(m, "training", True)}
 
 
 @contextlib.contextmanager
-def hold_model(model: Any, modules: list, params: list, eval_mode: bool) -> Iterator[None]:
-    """``model``'s parameters frozen (no .grad accumulates) and, with ``eval_mode``, its modules in
-    eval mode while anyone holds it: the first holder (any thread, any adapter of the model) sets
-    them, the last puts each one back; so threads sharing a model never see it half restored."""
-    key = id(model)  # an entry lives only while a holder keeps the model alive
+def hold_model(modules: list, params: list, eval_mode: bool) -> Iterator[None]:
+    """``params`` frozen (no .grad accumulates) and, with ``eval_mode``, ``modules`` in eval mode
+    while anyone holds them. Each parameter and module is counted on its own, across threads
+    and adapters: salplug changes it when the first holder takes it and puts it back when the
+    last lets go, so a call never sees a module restored under it (a shared backbone included)."""
+    taken: list = []
     with _HOLDS_LOCK:
-        hold = _HOLDS.get(key)
-        if hold is None:
-            frozen = [p for p in params if p.requires_grad]
-            training = [m for m in modules if m.training] if eval_mode else []
-            for p in frozen:
-                p.requires_grad_(False)
-            for m in training:
-                m.training = False
-            hold = _HOLDS[key] = [0, frozen, training]
-        hold[0] += 1
+        try:
+            _take(_FROZEN, params, lambda p: p.requires_grad, lambda p: p.requires_grad_(False), taken)
+            if eval_mode:
+                _take(_IN_EVAL, modules, lambda m: m.training, lambda m: setattr(m, "training", False), taken)
+        except BaseException:
+            _release(taken, _RESTORE)
+            raise
     try:
         yield
     finally:
         with _HOLDS_LOCK:
-            hold[0] -= 1
-            if hold[0] == 0:
-                del _HOLDS[key]
-                for p in hold[1]:
-                    p.requires_grad_(True)
-                for m in hold[2]:
-                    m.training = True
+            _release(taken, _RESTORE)
+
+
+#: model -> {input shape: True when its .view refuses channels-last memory} (see _settle_layout)
+_REFUSES_CHANNELS_LAST: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _torch_dtype(dtype: Any) -> torch.dtype:
@@ -211,7 +232,8 @@ class TorchAdapter:
         layout of the model's first convolution weights, so the network runs in the format its
         weights are stored in (a channels-last input to an NCHW model converts every weight on
         every call). With "auto", a model whose ``.view`` refuses channels-last memory (e.g.
-        ``x.view(-1, 400)`` after its convolutions) gets plain NCHW from then on.
+        ``x.view(-1, 400)`` after its convolutions) gets plain NCHW: a one-row check, once per
+        model and input shape, finds out.
     """
 
     name = "torch"
@@ -429,7 +451,7 @@ class TorchAdapter:
             yield
 
     def _held(self, modules: list, params: list) -> contextlib.AbstractContextManager:
-        return hold_model(self.model, modules, params, self.eval_mode)
+        return hold_model(modules, params, self.eval_mode)
 
     def _logits(self, t: torch.Tensor) -> torch.Tensor:
         out = self.select(self.model(t))
@@ -439,10 +461,36 @@ class TorchAdapter:
             self._num_classes, self.num_outputs_guess = int(out.shape[1]), None
         return out
 
-    def _needs_plain_layout(self, exc: BaseException) -> bool:
-        """True when ``exc`` is a ``.view`` refusing the channels-last memory that "auto" chose."""
-        return (isinstance(exc, RuntimeError) and self.auto_memory_format
-                and self.memory_format == torch.channels_last and "view size is not compatible" in str(exc))
+    def _settle_layout(self, x: Any) -> None:
+        """With "auto" channels-last batches, check once per model and input shape that the model
+        takes channels-last memory: a model that flattens with ``.view`` (``x.view(n, -1)`` after
+        its convolutions) refuses it, and gets plain NCHW from then on. The check is one row,
+        without gradients, in eval mode (no BatchNorm statistics change)."""
+        if not (self.auto_memory_format and self.memory_format == torch.channels_last
+                and isinstance(self.model, nn.Module) and getattr(x, "ndim", 0) == 4 and len(x)):
+            return
+        key = tuple(x.shape[1:])
+        try:
+            seen = _REFUSES_CHANNELS_LAST.setdefault(self.model, {})
+        except TypeError:  # a model that cannot be weakly referenced: checked per adapter
+            seen = self.__dict__.setdefault("_refuses_channels_last", {})
+        if key not in seen:
+            seen[key] = self._refuses_channels_last(x[:1])
+        if seen[key]:
+            self.memory_format = torch.contiguous_format
+
+    def _refuses_channels_last(self, row: Any) -> bool:
+        t = self._tensor(row)
+        if t.is_contiguous():  # channels-last and plain NCHW are the same memory here
+            return False
+        with torch.no_grad(), hold_model((self._listed or self._walk())[0], [], True):
+            try:
+                self.model(t)
+            except RuntimeError as exc:
+                return "view size is not compatible" in str(exc)
+            except Exception:  # noqa: BLE001 - not a layout question: the real call reports it
+                return False
+        return False
 
     def _select(self, out: torch.Tensor, targets: Targets) -> torch.Tensor:
         m = out.shape[0]
@@ -557,14 +605,7 @@ class TorchAdapter:
         """``fn(x, targets, *args)`` in pieces of at most ``max_rows`` rows, halving the piece
         (and remembering it) after an out-of-memory error; pieces are joined along rows."""
         with self._evaluating():
-            try:
-                return self._pieces(fn, x, targets, *args)
-            except RuntimeError as exc:
-                if not self._needs_plain_layout(exc):
-                    raise
-            # the model flattens with .view (x.view(n, -1)), which needs plain NCHW memory: from
-            # now on it gets it (the failed pass stopped in the model's forward, nothing was kept)
-            self.memory_format = torch.contiguous_format
+            self._settle_layout(x)
             return self._pieces(fn, x, targets, *args)
 
     def _pieces(self, fn: Callable[..., Any], x: np.ndarray, targets: Targets, *args: Any) -> Any:

@@ -93,7 +93,7 @@ class GradCam(Method):
         cams = []
         for rows in ctx.chunks(len(x), "grad_cam"):
             values, grads = ctx.adapter.layer_values_and_gradients(inputs[rows], targets.take(rows), layer)
-            if not ctx.on_device:  # numpy (or array-likes a backend returned): as numpy
+            if not ctx.on_device or not hasattr(values, "shape"):  # numpy, or array-likes: as numpy
                 values, grads = np.asarray(values), np.asarray(grads)
             cams.append(layer_map(values, grads, layer))
         maps = ctx.concat(cams)  # (N, h, w): float64 numpy, or float32 where the layer's values are
