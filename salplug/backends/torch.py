@@ -185,7 +185,7 @@ def hold_model(modules: list, params: list, eval_mode: bool) -> Iterator[None]:
             _release(taken, _RESTORE)
 
 
-#: model -> {input shape: True when its .view refuses channels-last memory} (see _settle_layout)
+#: model -> True when its .view refused channels-last memory (see _again_in_plain_layout)
 _REFUSES_CHANNELS_LAST: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -232,8 +232,8 @@ class TorchAdapter:
         layout of the model's first convolution weights, so the network runs in the format its
         weights are stored in (a channels-last input to an NCHW model converts every weight on
         every call). With "auto", a model whose ``.view`` refuses channels-last memory (e.g.
-        ``x.view(-1, 400)`` after its convolutions) gets plain NCHW: a one-row check, once per
-        model and input shape, finds out.
+        ``x.view(-1, 400)`` after its convolutions) gets plain NCHW from its first refusal on
+        (remembered per model).
     """
 
     name = "torch"
@@ -461,36 +461,27 @@ class TorchAdapter:
             self._num_classes, self.num_outputs_guess = int(out.shape[1]), None
         return out
 
-    def _settle_layout(self, x: Any) -> None:
-        """With "auto" channels-last batches, check once per model and input shape that the model
-        takes channels-last memory: a model that flattens with ``.view`` (``x.view(n, -1)`` after
-        its convolutions) refuses it, and gets plain NCHW from then on. The check is one row,
-        without gradients, in eval mode (no BatchNorm statistics change)."""
-        if not (self.auto_memory_format and self.memory_format == torch.channels_last
-                and isinstance(self.model, nn.Module) and getattr(x, "ndim", 0) == 4 and len(x)):
-            return
-        key = tuple(x.shape[1:])
-        try:
-            seen = _REFUSES_CHANNELS_LAST.setdefault(self.model, {})
-        except TypeError:  # a model that cannot be weakly referenced: checked per adapter
-            seen = self.__dict__.setdefault("_refuses_channels_last", {})
-        if key not in seen:
-            seen[key] = self._refuses_channels_last(x[:1])
-        if seen[key]:
-            self.memory_format = torch.contiguous_format
+    def _refused_channels_last(self, exc: RuntimeError, tried: torch.memory_format) -> bool:
+        """True when ``exc`` is a ``.view`` refusing the channels-last memory "auto" chose."""
+        return (self.auto_memory_format and tried == torch.channels_last
+                and "view size is not compatible" in str(exc))
 
-    def _refuses_channels_last(self, row: Any) -> bool:
-        t = self._tensor(row)
-        if t.is_contiguous():  # channels-last and plain NCHW are the same memory here
-            return False
-        with torch.no_grad(), hold_model((self._listed or self._walk())[0], [], True):
-            try:
-                self.model(t)
-            except RuntimeError as exc:
-                return "view size is not compatible" in str(exc)
-            except Exception:  # noqa: BLE001 - not a layout question: the real call reports it
-                return False
-        return False
+    def _again_in_plain_layout(self, fn: Callable[..., Any], x: Any, targets: Targets, *args: Any) -> Any:
+        """A model that flattens with ``.view`` (``x.view(n, -1)`` after its convolutions) refuses
+        channels-last memory: run the primitive again in plain NCHW and, when that works, keep
+        it for this model. (The refused pass stopped inside the model's forward; a model run in
+        train mode with ``eval_mode=False`` updated its BatchNorm statistics in it once more.)"""
+        self.memory_format = torch.contiguous_format
+        try:
+            out = self._pieces(fn, x, targets, *args)
+        except Exception:
+            self.memory_format = torch.channels_last  # not the layout: the model's own error
+            raise
+        try:
+            _REFUSES_CHANNELS_LAST[self.model] = True
+        except TypeError:  # a model that cannot be weakly referenced: this adapter remembers
+            pass
+        return out
 
     def _select(self, out: torch.Tensor, targets: Targets) -> torch.Tensor:
         m = out.shape[0]
@@ -605,8 +596,15 @@ class TorchAdapter:
         """``fn(x, targets, *args)`` in pieces of at most ``max_rows`` rows, halving the piece
         (and remembering it) after an out-of-memory error; pieces are joined along rows."""
         with self._evaluating():
-            self._settle_layout(x)
-            return self._pieces(fn, x, targets, *args)
+            if self.auto_memory_format and _REFUSES_CHANNELS_LAST.get(self.model, False):
+                self.memory_format = torch.contiguous_format  # learned by an earlier adapter of this model
+            tried = self.memory_format
+            try:
+                return self._pieces(fn, x, targets, *args)
+            except RuntimeError as exc:
+                if not self._refused_channels_last(exc, tried):
+                    raise
+            return self._again_in_plain_layout(fn, x, targets, *args)
 
     def _pieces(self, fn: Callable[..., Any], x: np.ndarray, targets: Targets, *args: Any) -> Any:
         n = len(x)
