@@ -107,7 +107,7 @@ def run_method(ctx: Context, name: str, x: np.ndarray, targets: Targets,
     if not isinstance(out, MethodOutput):
         out = MethodOutput(out)
     who = f"Method {method.name!r} (from {ctx.host.methods.get(name).provider})"
-    if not all(hasattr(ctx.adapter, name) for name in ("dtype_kind", "all_finite")):
+    if not all(hasattr(ctx.adapter, helper) for helper in ("dtype_kind", "all_finite")):
         host_values = True  # an adapter that cannot check arrays where they lie: checked as numpy
     if ctx.on_device and not isinstance(out.values, np.ndarray) and hasattr(out.values, "shape"):
         out.device_values = out.values

@@ -134,33 +134,41 @@ def choose_memory_format(choice: Any, device: torch.device, conv: nn.Module | No
     return torch.contiguous_format
 
 
-_FROZEN: dict[int, list] = {}  # id(parameter) -> [holders, parameter]: frozen by salplug, restored at 0
-_IN_EVAL: dict[int, list] = {}  # id(module) -> [holders, module]: put in eval by salplug, restored at 0
+_FROZEN: dict[int, list] = {}  # id(parameter) -> [holders, parameter, turn]: frozen by salplug, restored at 0
+_IN_EVAL: dict[int, list] = {}  # id(module) -> [holders, module, turn]: put in eval by salplug, restored at 0
 _HOLDS_LOCK = threading.RLock()
 
 
-def _take(table: dict[int, list], items: list, active: Callable[[Any], bool], set_off: Callable[[Any], None],
+def _take(table: dict[int, list], items: list, is_on: Callable[[Any], bool], turn: Callable[[Any, bool], None],
           taken: list) -> None:
+    """Count one more holder of each item; the first turns it off (items already off are the
+    user's own setting: not salplug's to change or restore)."""
     for item in items:
         entry = table.get(id(item))
         if entry is None:
-            if not active(item):  # the user's own setting (frozen, or in eval): not salplug's to restore
+            if not is_on(item):
                 continue
-            set_off(item)
-            entry = table[id(item)] = [0, item]
+            turn(item, False)
+            entry = table[id(item)] = [0, item, turn]
         entry[0] += 1
         taken.append((table, entry))
 
 
-def _release(taken: list, set_on: dict) -> None:
+def _release(taken: list) -> None:
+    """Count one holder less; the last turns the item back on."""
     for table, entry in taken:
         entry[0] -= 1
         if entry[0] == 0:
             del table[id(entry[1])]
-            set_on[id(table)](entry[1])
+            entry[2](entry[1], True)
 
 
-_RESTORE = {id(_FROZEN): lambda p: p.requires_grad_(True), id(_IN_EVAL): lambda m: setattr(m, "training", True)}
+def _requires_grad(p: Any, on: bool) -> None:
+    p.requires_grad_(on)
+
+
+def _training(m: Any, on: bool) -> None:
+    m.training = on
 
 
 @contextlib.contextmanager
@@ -172,17 +180,17 @@ def hold_model(modules: list, params: list, eval_mode: bool) -> Iterator[None]:
     taken: list = []
     with _HOLDS_LOCK:
         try:
-            _take(_FROZEN, params, lambda p: p.requires_grad, lambda p: p.requires_grad_(False), taken)
+            _take(_FROZEN, params, lambda p: p.requires_grad, _requires_grad, taken)
             if eval_mode:
-                _take(_IN_EVAL, modules, lambda m: m.training, lambda m: setattr(m, "training", False), taken)
+                _take(_IN_EVAL, modules, lambda m: m.training, _training, taken)
         except BaseException:
-            _release(taken, _RESTORE)
+            _release(taken)
             raise
     try:
         yield
     finally:
         with _HOLDS_LOCK:
-            _release(taken, _RESTORE)
+            _release(taken)
 
 
 #: model -> True when its .view refused channels-last memory (see _again_in_plain_layout)
