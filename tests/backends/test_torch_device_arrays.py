@@ -239,3 +239,12 @@ def test_smoothgrad_over_any_base_never_hands_numpy_a_device_array(base, base_pa
                              backend_options={"device_arrays": True}, **params)
         scale = float(np.abs(off.canonical).max())
         np.testing.assert_allclose(on.canonical, off.canonical, rtol=1e-5, atol=1e-6 * scale)
+
+
+def test_vargrad_of_one_sample_is_exactly_zero_on_the_device_too():
+    """E[m^2] - E[m]^2 cancels exactly only when the squares are taken in the sums' float64."""
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(4))
+    for flag in (True, False):
+        out = salplug.explain(make_cnn(seed=2), x, "smoothgrad", target=[1, 4], nsamples=1, seed=0, mode="vargrad",
+                              backend_options={"device_arrays": flag})
+        assert not np.any(out.canonical), flag
