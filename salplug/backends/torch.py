@@ -197,6 +197,13 @@ def hold_model(modules: list, params: list, eval_mode: bool) -> Iterator[None]:
 _REFUSES_CHANNELS_LAST: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
+def _known_to_refuse_channels_last(model: Any) -> bool:
+    try:
+        return _REFUSES_CHANNELS_LAST.get(model, False)
+    except TypeError:  # a model that cannot be weakly referenced: its adapter finds out itself
+        return False
+
+
 def _torch_dtype(dtype: Any) -> torch.dtype:
     return torch.from_numpy(np.empty(0, dtype)).dtype
 
@@ -604,7 +611,7 @@ class TorchAdapter:
         """``fn(x, targets, *args)`` in pieces of at most ``max_rows`` rows, halving the piece
         (and remembering it) after an out-of-memory error; pieces are joined along rows."""
         with self._evaluating():
-            if self.auto_memory_format and _REFUSES_CHANNELS_LAST.get(self.model, False):
+            if self.auto_memory_format and _known_to_refuse_channels_last(self.model):
                 self.memory_format = torch.contiguous_format  # learned by an earlier adapter of this model
             tried = self.memory_format
             try:

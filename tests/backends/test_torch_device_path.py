@@ -443,3 +443,19 @@ def test_an_eval_mode_call_is_in_eval_even_while_a_train_mode_call_holds_the_mod
     assert modes == [False]
     want = salplug.explain(model.eval(), _x(), "gradients", target=1).canonical
     np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_a_callable_model_that_cannot_be_weakly_referenced():
+    class Slotted:  # a plain callable without __weakref__
+        __slots__ = ("w",)
+
+        def __init__(self):
+            self.w = torch.randn(12, 5, generator=torch.Generator().manual_seed(0))
+
+        def __call__(self, x):
+            return x.reshape(len(x), -1) @ self.w
+
+    x = torch.rand(2, 3, 2, 2, generator=torch.Generator().manual_seed(1))
+    out = salplug.explain(Slotted(), x, "gradients", target=1, backend="torch")
+    want = Slotted().w[:, 1].reshape(3, 2, 2)
+    torch.testing.assert_close(out.values, want.expand(2, 3, 2, 2))
