@@ -131,12 +131,18 @@ def run_method(ctx: Context, name: str, x: np.ndarray, targets: Targets,
             f"{who} returned values of shape {shape} for a batch of "
             f"{x.shape[0]} inputs; a method must return one map per input (batch first)."
         )
-    _check_map_shape(who, shape, x.shape, coarse=full.get("should_resize") is False)
+    _check_map_shape(who, shape, x.shape, coarse=_asks_coarse(full))
     if not finite(out.values):
         raise ModelOutputError(f"{who} returned NaN or infinite values; the model's outputs or "
                                f"gradients may be non-finite for this input, or the method is wrong.")
     out.extras.setdefault("params", full)
     return out
+
+
+def _asks_coarse(params: dict[str, Any]) -> bool:
+    """should_resize=False among the parameters, or among a wrapped method's (SmoothGrad's base_params)."""
+    return params.get("should_resize") is False or any(
+        isinstance(v, dict) and _asks_coarse(v) for v in params.values())
 
 
 def _all_finite(values: np.ndarray) -> bool:
@@ -198,6 +204,12 @@ def resolve_targets(adapter: Any, x: np.ndarray, target: Any, batch_size: int, i
         )
     if hasattr(target, "detach"):  # a torch tensor
         target = target.detach().cpu().numpy()
+    elif not isinstance(target, (np.ndarray, Sequence, str)) and hasattr(target, "__array__"):
+        try:  # a TensorFlow (eager) tensor, a JAX array, ...
+            target = np.asarray(target)
+        except Exception as exc:  # noqa: BLE001 - e.g. a symbolic tf1 tensor has no value
+            raise TargetError(f"target {type(target).__name__} has no value to read ({exc}); give ints, "
+                              f"one per sample, or a numpy array.") from None
     if isinstance(target, np.ndarray) and target.ndim == 0:  # a 0-d array or tensor: one class for all
         target = target.item()
     if _is_int(target):

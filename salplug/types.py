@@ -7,8 +7,9 @@ what the caller holds; methods only ever see canonical arrays.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
@@ -196,6 +197,30 @@ class Context:
     batch_size: int
     progress: bool = False
     input_info: InputInfo | None = None
+    # When a method runs another on rows it made from the caller's samples (SmoothGrad's noisy
+    # copies): the caller's sample behind each row, and how many samples the caller gave.
+    row_samples: np.ndarray | None = None
+    caller_samples: int | None = None
+
+    def for_rows(self, samples: np.ndarray, n: int) -> Context:
+        """This context for a call on rows made from samples ``samples`` of an ``n``-sample
+        batch: per-sample parameters (``as_canonical``, ``rows_of``) then follow the rows."""
+        samples = np.asarray(samples)
+        if self.row_samples is not None:  # rows of rows: map back to the caller's samples
+            return replace(self, row_samples=self.row_samples[samples])
+        return replace(self, row_samples=samples, caller_samples=n)
+
+    def sample_count(self, x: np.ndarray) -> int:
+        """How many samples the caller gave for the rows ``x`` (``len(x)`` unless ``for_rows``)."""
+        return len(x) if self.row_samples is None else int(self.caller_samples)
+
+    def rows_of(self, per_sample: Any) -> Any:
+        """A per-sample list or array (one entry per caller sample) as one entry per row of x."""
+        if self.row_samples is None:
+            return per_sample
+        if isinstance(per_sample, list):
+            return [per_sample[i] for i in self.row_samples]
+        return per_sample[self.row_samples]
 
     def as_canonical(self, value: Any, x: np.ndarray, name: str = "value") -> np.ndarray:
         """An array-valued parameter given in the caller's layout (a baseline, say), as a
@@ -206,7 +231,10 @@ class Context:
         if callable(value) and not hasattr(value, "shape"):
             out = np.asarray(value(x), dtype=np.float32)  # canonical in, canonical out
         elif np.ndim(value) == 0:
-            out = np.full((1,) * x.ndim, float(value), dtype=np.float32)
+            number = value.item() if hasattr(value, "item") else value  # numpy / torch 0-d too
+            if isinstance(number, bool) or not isinstance(number, numbers.Real):
+                raise ParameterError(f"{name} must be a number, an array or a callable; got {value!r}.")
+            out = np.full((1,) * x.ndim, float(number), dtype=np.float32)
         else:
             info = self.input_info or InputInfo(layout="N...")
             rank = np.ndim(value)
@@ -214,6 +242,11 @@ class Context:
                 layout = info.layout
             elif rank == x.ndim - 1:
                 layout = _SINGLE_LAYOUT.get(info.layout, info.layout)
+            elif not info.batched:
+                raise ParameterError(
+                    f"{name} has rank {rank}; the input is one sample, so give {name} in the "
+                    f"input's own layout for one sample (rank {x.ndim - 1})."
+                )
             else:
                 raise ParameterError(
                     f"{name} has rank {rank}; give it in the input's own layout, either for one "
@@ -223,6 +256,12 @@ class Context:
                 out, _ = self.adapter.to_canonical(value, layout)
             except ValueError as exc:  # InputError: say which parameter was wrong
                 raise ParameterError(f"{name}: {exc}") from exc
+            if self.row_samples is not None and out.shape[0] != 1:  # one per sample: to the rows
+                if out.shape[0] != self.caller_samples:
+                    raise ParameterError(
+                        f"{name} has {out.shape[0]} samples for a batch of {self.caller_samples}; give "
+                        f"a scalar, one sample, or one per sample.")
+                out = out[self.row_samples]
         try:
             np.broadcast_shapes(out.shape, x.shape)
         except ValueError:

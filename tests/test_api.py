@@ -162,6 +162,25 @@ def test_target_as_tensor_per_sample():
     assert out.target == [4, 2]
 
 
+class _ArrayLike:
+    """A tensor of another framework (a tf.Tensor, a JAX array): readable through __array__."""
+
+    def __init__(self, values):
+        self.values = np.asarray(values)
+
+    def __array__(self, dtype=None, copy=None):
+        return self.values
+
+
+def test_target_as_another_frameworks_tensor():
+    model = make_cnn(seed=8)
+    x = torch.rand(2, 3, 8, 8)
+    assert salplug.explain(model, x, "gradients", target=_ArrayLike([4, 2])).target == [4, 2]
+    assert salplug.explain(model, x, "gradients", target=_ArrayLike(3)).target == [3, 3]  # as a 0-d tensor
+    with pytest.raises(TargetError, match="out of range"):
+        salplug.explain(model, x, "gradients", target=_ArrayLike([4, 99]))
+
+
 def test_layouts_round_trip():
     model = make_cnn(seed=9)
     x = torch.rand(2, 3, 8, 10)

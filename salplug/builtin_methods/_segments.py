@@ -425,6 +425,16 @@ def _gather(indptr: np.ndarray, indices: np.ndarray, rows: np.ndarray) -> tuple[
     return indices[np.repeat(starts, lengths) + within], np.repeat(np.arange(len(rows)), lengths)
 
 
+def _exact_sums(inc: Incidence, covered: np.ndarray, a_sums: np.ndarray, masks: np.ndarray,
+                sums: np.ndarray) -> np.ndarray:
+    """The attribution sums of ``masks`` over their uncovered atoms, summed afresh (no residue
+    from subtracting: a mask of exact zeros sums to exactly 0); stored into ``sums`` too."""
+    atoms, row = _gather(inc.masks.indptr, inc.masks.indices, masks)
+    keep = ~covered[atoms]
+    sums[masks] = np.bincount(row[keep], weights=a_sums[atoms[keep]], minlength=len(masks))
+    return sums[masks]
+
+
 def rank_full(attr: np.ndarray, inc: Incidence, area_threshold: float = 1.0,
               min_pixel_diff: int = 50) -> Ranking:
     """Greedy XRAI: repeatedly add the mask with the highest mean attribution over its
@@ -443,6 +453,7 @@ def rank_full(attr: np.ndarray, inc: Incidence, area_threshold: float = 1.0,
     threshold = max(int(min_pixel_diff), 1)
     picked, gains = [], []
     gain = np.empty(n_masks)
+    tie = 1e-9 * float(np.abs(flat).max(initial=0.0))
     while n_covered / n_pixels <= area_threshold:
         alive &= counts >= threshold
         if not alive.any():
@@ -450,12 +461,16 @@ def rank_full(attr: np.ndarray, inc: Incidence, area_threshold: float = 1.0,
         gain.fill(-np.inf)
         np.divide(sums, counts, out=gain, where=alive)
         best = int(np.argmax(gain))
+        # the best mask and any tied with it up to the rounding residue that the subtractions
+        # below leave, summed afresh: exact ties then go to the earlier mask, as upstream's do
+        near = np.flatnonzero(gain >= gain[best] - tie)
+        best = int(near[np.argmax(_exact_sums(inc, covered, a_sums, near, sums) / counts[near])])
         atoms = csr.indices[csr.indptr[best]:csr.indptr[best + 1]]
         new = atoms[~covered[atoms]]
         covered[new] = True
         n_covered += int(a_counts[new].sum())
         picked.append(new)
-        gains.append(float(gain[best]))
+        gains.append(float(sums[best] / counts[best]))
         alive[best] = False
         hit, col = _gather(csc.indptr, csc.indices, new)
         counts -= np.bincount(hit, weights=a_counts[new][col], minlength=n_masks).astype(np.int64)

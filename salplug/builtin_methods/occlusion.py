@@ -30,9 +30,11 @@ def as_pair(value, name: str) -> tuple[int, int]:
 
 
 def window_starts(length: int, size: int, stride: int, partial: bool) -> np.ndarray:
-    """First row (or column) of every window along one axis."""
+    """First row (or column) of every window along one axis (each inside the image: with
+    ``partial`` and a stride above the size, the step past the last full window may leave it)."""
     count = (-(-(length - size) // stride) if partial else (length - size) // stride) + 1
-    return np.arange(count) * stride
+    starts = np.arange(count) * stride
+    return starts[starts < length]
 
 
 def box_sum(values: np.ndarray, r0: np.ndarray, c0: np.ndarray, size: tuple[int, int],

@@ -8,6 +8,9 @@ min(x)) per sample (or an absolute ``stdev``); the base method's maps are combin
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import numpy as np
 
 from ..api import load_method, resolve_params
@@ -37,6 +40,10 @@ def _derive_seed(rng) -> int:
     if isinstance(rng, np.random.Generator):
         return int(rng.integers(2**63 - 1))
     return int(rng.randint(0, 2**31 - 1))  # a RandomState
+
+
+def _non_negative(value) -> bool:
+    return not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value) and value >= 0
 
 
 class SmoothGrad(Method):
@@ -74,9 +81,9 @@ class SmoothGrad(Method):
             raise ParameterError(f"mode must be one of {', '.join(MODES)}; got {mode!r}.")
         if not isinstance(noise, str) or noise not in NOISE:
             raise ParameterError(f"noise must be one of {', '.join(NOISE)}; got {noise!r}.")
-        if stdev is None and not (np.isscalar(stdev_spread) and stdev_spread >= 0):
+        if stdev is None and not _non_negative(stdev_spread):
             raise ParameterError(f"stdev_spread must be a non-negative number, got {stdev_spread!r}.")
-        if stdev is not None and not (np.isscalar(stdev) and stdev >= 0):
+        if stdev is not None and not _non_negative(stdev):
             raise ParameterError(f"stdev must be a non-negative number, got {stdev!r}.")
         make_rng(seed)
         method, params = self._base(ctx, base, base_params, kwargs)
@@ -111,7 +118,8 @@ class SmoothGrad(Method):
                 noisy = x_d[at] + noises_d[step_at] * sigma_d[at].reshape(shape)
             else:
                 noisy = (x[samples] + noises[steps] * sigma[samples].reshape(shape)).astype(np.float32)
-            out = method.explain(ctx, noisy, targets.take(samples), **params)
+            # per-sample parameters of the base (a baseline per image, say) follow their rows
+            out = method.explain(ctx.for_rows(samples, n), noisy, targets.take(samples), **params)
             maps = out.values if isinstance(out, MethodOutput) else out
             # the sums go where the base's maps are: a device array also from a base that takes
             # numpy inputs (IG, Grad-CAM finish on the device)

@@ -104,7 +104,7 @@ def parse_segments(segments, n: int, hw: tuple[int, int]) -> list | None:
 
 def parse_base_attribution(ctx, value, x: np.ndarray) -> np.ndarray:
     """The caller's attribution as (N, H, W) or canonical (N, H, W, C) float64."""
-    n, h, w = x.shape[:3]
+    n, h, w = ctx.sample_count(x), *x.shape[1:3]
     if callable(value) and not hasattr(value, "shape"):
         out = ctx.as_canonical(value, x, "base_attribution")
         return np.broadcast_to(out, x.shape).astype(np.float64)
@@ -114,7 +114,9 @@ def parse_base_attribution(ctx, value, x: np.ndarray) -> np.ndarray:
             raise ParameterError(f"base_attribution of shape {arr.shape} does not fit images of size {(h, w)}.")
         if arr.dtype.kind not in "biuf" or not np.isfinite(arr).all():
             raise ParameterError("base_attribution must hold finite real numbers.")
-        return np.broadcast_to(arr.astype(np.float64), (n, h, w))
+        if arr.ndim == 3:
+            arr = ctx.rows_of(arr)
+        return np.broadcast_to(arr.astype(np.float64), (len(x), h, w))
     out = ctx.as_canonical(value, x, "base_attribution")
     return np.broadcast_to(out, x.shape).astype(np.float64)
 
@@ -197,7 +199,8 @@ class XRAI(Method):
                 f"Set {', '.join(sorted(clash))} through XRAI's own baselines/steps, not ig_params.")
         if base_attribution is None:
             check_steps(steps)
-        specs = parse_segments(segments, len(x), x.shape[1:3])
+        specs = parse_segments(segments, ctx.sample_count(x), x.shape[1:3])
+        specs = None if specs is None else ctx.rows_of(specs)  # under SmoothGrad: per noisy row
         base = None if base_attribution is None else parse_base_attribution(ctx, base_attribution, x)
         return specs, base
 

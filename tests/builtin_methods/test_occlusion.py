@@ -151,6 +151,30 @@ def test_mean_matches_captum_occlusion(host, size, stride, partial):
     np.testing.assert_allclose(ours.numpy(), expected.numpy(), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("shape,size,stride", [((3, 11), (1, 2), (4, 1)), ((5, 5), 2, 4), ((9, 7), (2, 3), (5, 6)),
+                                               ((6, 6), 3, 2)])
+def test_partial_windows_never_start_outside_the_image(host, shape, size, stride):
+    # With partial=True, windows step on until one reaches the bottom/right edge; a stride above
+    # the size must not add a window that starts past the edge (it used to crash, or occlude the
+    # clipped last row again).
+    (sh, sw), (th, tw) = [(v, v) if isinstance(v, int) else v for v in (size, stride)]
+    h, wd = shape
+    rng = np.random.default_rng(3)
+    x, w = rng.uniform(0, 1, (h, wd, 1)), rng.normal(size=(h, wd, 1))
+
+    def starts(length, sz, st):
+        return [s for s in range(0, length, st) if s == 0 or s - st + sz < length]
+
+    expected = np.zeros((h, wd))
+    for r in starts(h, sh, th):
+        for q in starts(wd, sw, tw):
+            expected[r:r + sh, q:q + sw] += (w[r:r + sh, q:q + sw] * x[r:r + sh, q:q + sw]).sum()
+    out = salplug.explain(linear_call_model_function(w), x, "occlusion", backend="callable", host=host, layout="HWC",
+                          size=size, stride=stride, partial=True)
+    assert out.extras["window_scores"].shape == (1, len(starts(h, sh, th)), len(starts(wd, sw, tw)))
+    np.testing.assert_allclose(out.values[..., 0], expected, rtol=1e-5, atol=1e-6)
+
+
 # -- bad parameters, before any model call -------------------------------------------------------
 
 @pytest.mark.parametrize("params,error,words", [

@@ -113,3 +113,23 @@ def test_xrai_segmentation_running_beside_a_failing_ig_does_not_hang():
     x = np.random.default_rng(5).uniform(0, 1, (2, 24, 24, 3)).astype(np.float32)
     with pytest.raises(Exception, match="model exploded"):
         salplug.explain(broken, x, "xrai", backend="callable", steps=2)
+
+
+def test_exact_zero_gains_tie_to_the_earlier_mask_without_rounding_residue():
+    # A mask of exact zeros (index 0) ties with the zero pixels left of a mixed mask (index 1)
+    # once the positive masks are taken. Sums kept by subtraction left residue like 1e-16 on
+    # mask 1, which then won; upstream sums each gain afresh (exactly 0) and keeps mask 0.
+    h, w = 10, 30
+    masks = np.zeros((4, h, w), bool)
+    masks[0][:, 20:] = True
+    masks[1][:, :20] = True
+    masks[2][:, :5] = True
+    masks[3][:, 5:10] = True
+    inc = _segments.masks_incidence(masks)
+    for seed in range(200):
+        attr = np.zeros((h, w))
+        attr[:, :10] = np.random.default_rng(seed).uniform(1, 2, size=(h, 10))
+        ranking = _segments.rank_full(attr, inc, min_pixel_diff=1)
+        third = ranking.regions[2]
+        assert ranking.gains[2] == 0.0
+        assert set(np.unravel_index(third, (h, w))[1]) == set(range(20, 30)), seed  # mask 0 first
