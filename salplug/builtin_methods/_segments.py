@@ -461,10 +461,12 @@ def rank_full(attr: np.ndarray, inc: Incidence, area_threshold: float = 1.0,
         gain.fill(-np.inf)
         np.divide(sums, counts, out=gain, where=alive)
         best = int(np.argmax(gain))
-        # the best mask and any tied with it up to the rounding residue that the subtractions
-        # below leave, summed afresh: exact ties then go to the earlier mask, as upstream's do
+        # masks tied with the best up to the rounding residue that the subtractions below leave
+        # (or a best gain of about 0, which may be an exact 0) are summed afresh: exact ties then
+        # go to the earlier mask, as upstream's do, and an exact 0 stays 0
         near = np.flatnonzero(gain >= gain[best] - tie)
-        best = int(near[np.argmax(_exact_sums(inc, covered, a_sums, near, sums) / counts[near])])
+        if len(near) > 1 or abs(gain[best]) <= tie:
+            best = int(near[np.argmax(_exact_sums(inc, covered, a_sums, near, sums) / counts[near])])
         atoms = csr.indices[csr.indptr[best]:csr.indptr[best + 1]]
         new = atoms[~covered[atoms]]
         covered[new] = True
