@@ -130,12 +130,13 @@ class Spec:
 
 
 def _own_get_mask(instance: Any) -> bool:
-    """True when ``instance.GetMask`` is the façade's own (not a subclass's or a mock)."""
+    """True when ``instance.GetMask`` is the façade's own: not a subclass's, not patched on the
+    instance or on the class (``mock.patch.object(IntegratedGradients, "GetMask", ...)``)."""
     if "GetMask" in vars(instance):
         return False
     for klass in type(instance).__mro__:
         if "_spec" in vars(klass):
-            return type(instance).GetMask is klass.GetMask
+            return type(instance).GetMask is vars(klass).get("_facade_get_mask")
     return False
 
 
@@ -160,13 +161,14 @@ class CoreSaliency:
         """
         smooth = {"nsamples": nsamples, "stdev_spread": stdev_spread,
                   "mode": "squared" if magnitude else "mean", "seed": np.random.mtrand._rand}
-        if _own_get_mask(self):
+        if _own_get_mask(self) and self._smooth_natively(x_value, kwargs):
             spec = self._spec(**kwargs)
             values, _ = run("smoothgrad", x_value, call_model_function, call_model_args,
                             batch_size=spec.batch_size, image=spec.image, base=spec.method,
                             base_params=spec.params, **smooth)
             return values
-        # A GetMask of the caller's own: smooth it with the registered smoothgrad all the same.
+        # A GetMask of the caller's own (or patched, or a case _spec cannot express): smooth
+        # it with the registered smoothgrad all the same, one GetMask call per noisy copy.
         from ._host import GET_MASK, private_host
 
         x = np.asarray(x_value)

@@ -17,6 +17,15 @@ __all__ = ["EPSILON", "GuidedIG", "guided_ig_impl", "l1_distance", "translate_al
            "translate_x_to_alpha"]
 
 
+#: The share that selects the same features as upstream's ``fraction=0``.
+SMALLEST_SHARE = float(np.nextafter(0.0, 1.0))
+
+
+def _is_zero(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_)) \
+        and value == 0
+
+
 class AlphaRangeError(ParameterError, AssertionError):
     """An alpha outside [0, 1] (an AssertionError too, as upstream raised)."""
 
@@ -85,6 +94,10 @@ class GuidedIG(CoreSaliency):
     expected_keys = [INPUT_OUTPUT_GRADIENTS]
 
     def _spec(self, x_baseline=None, x_steps=200, fraction=0.25, max_dist=0.02, batch_size=1):
+        if _is_zero(fraction):
+            # Upstream accepts 0: the "lower" 0-quantile of |gradient| is its minimum, the same
+            # threshold as the smallest positive share (the registered method wants (0, 1]).
+            fraction = SMALLEST_SHARE
         return Spec("guided_ig", {"baseline": x_baseline, "steps": x_steps, "fraction": fraction,
                                   "max_dist": max_dist}, batch_size)
 

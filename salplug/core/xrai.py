@@ -8,8 +8,11 @@ The IG attribution of each baseline comes from the module attribute ``Integrated
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
+from ..errors import ParameterError
 from .base import INPUT_OUTPUT_GRADIENTS, CoreSaliency, run
 from .integrated_gradients import IntegratedGradients
 
@@ -20,8 +23,9 @@ class XRAIParameters:
     """Options of ``XRAI.GetMaskWithDetails``.
 
     steps : IG steps per baseline.
-    area_threshold : 'full' stops ranking once this fraction of the image is covered; the rest
-        becomes one region. 'fast' ignores it.
+    area_threshold : 'full' stops ranking once more than this fraction of the image is covered;
+        the rest becomes one region (0: only the best mask is ranked; 1 or more: all of them).
+        'fast' ignores it.
     return_ig_attributions : fill ``XRAIOutput.ig_attribution`` (one IG map per baseline).
     return_xrai_segments : fill ``XRAIOutput.segments``.
     flatten_xrai_segments : segments as one integer image of ranks 1..N (1 = most important)
@@ -70,6 +74,34 @@ def _as_image(x: np.ndarray) -> tuple[np.ndarray, tuple[int, ...]]:
     raise ValueError(f"XRAI takes an image (H, W, C) or (H, W), or a vector; got an input of shape {x.shape}.")
 
 
+def _area_threshold(value, algorithm: str) -> float:
+    """``area_threshold`` for the registered method, which takes (0, 1]: upstream's 0 ranks one
+    mask (as the smallest positive fraction does), and any value from 1 up ranks them all."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value >= 0:
+        raise ParameterError(f"area_threshold must be a number >= 0 (the fraction of the image to rank; "
+                             f"1 ranks all of it); got {value!r}.")
+    if algorithm == "fast" or value >= 1:
+        return 1.0
+    return float(value) if value > 0 else float(np.nextafter(0.0, 1.0))
+
+
+def _masks(segments, map_shape: tuple[int, ...], hw: tuple[int, int]) -> list[np.ndarray]:
+    """The caller's masks as (H, W) bool. Each must have the map's shape or one that broadcasts
+    to it (upstream broadcasts them); a transposed or flattened mask is refused."""
+    masks = []
+    for i, segment in enumerate(segments):
+        mask = np.asarray(segment)
+        try:
+            fits = np.broadcast_shapes(mask.shape, map_shape) == tuple(map_shape)
+        except ValueError:
+            fits = False
+        if not fits:
+            raise ParameterError(f"segments[{i}] has shape {mask.shape}; each XRAI segment must be a "
+                                 f"boolean mask of the image's shape {tuple(map_shape)} (H, W).")
+        masks.append(np.broadcast_to(mask.astype(bool), map_shape).reshape(hw))
+    return masks
+
+
 class XRAI(CoreSaliency):
     """XRAI (Kapishnikov et al. 2019): regions ranked by their density of IG attribution."""
 
@@ -102,7 +134,8 @@ class XRAI(CoreSaliency):
         baselines : list of IG baselines of the input's shape (default: constant images at the
             input's min and max).
         segments : list of boolean masks of the map's shape (default: Felzenszwalb at six
-            scales, each segment dilated).
+            scales, each segment dilated). An empty list ('full' only) gives one region, the
+            whole image, as upstream.
         base_attribution : an attribution of the input's shape to rank instead of IG.
         batch_size : IG path points per model call.
         extra_parameters : an ``XRAIParameters``.
@@ -131,15 +164,20 @@ class XRAI(CoreSaliency):
 
         image, map_shape = _as_image(x)
         hw = image.shape[:2]
-        masks = None
-        if segments is not None:
-            masks = [np.asarray(s, dtype=bool).reshape(hw) for s in segments]
-        _, extras = run("xrai", image, None, None, batch_size=1,
-                        base_attribution=attr.reshape(hw), segments=masks, algorithm=params.algorithm,
-                        area_threshold=params.area_threshold,
-                        min_pixel_diff=int(params.experimental_params.get('min_pixel_diff', 50)),
-                        flatten_segments=True, return_segments=True)
-        ranks = np.asarray(extras["segments"])[0]
+        area_threshold = _area_threshold(params.area_threshold, params.algorithm)
+        masks = None if segments is None else _masks(segments, map_shape, hw)
+        if masks is not None and not masks:
+            if params.algorithm == "fast":  # upstream fails to unpack its empty sorted list
+                raise ParameterError("segments is empty; XRAI's 'fast' algorithm needs at least one mask "
+                                     "(or segments=None for Felzenszwalb).")
+            ranks = np.ones(hw, dtype=int)  # as upstream's 'full': nothing ranked, one region
+        else:
+            _, extras = run("xrai", image, None, None, batch_size=1,
+                            base_attribution=attr.reshape(hw), segments=masks, algorithm=params.algorithm,
+                            area_threshold=area_threshold,
+                            min_pixel_diff=int(params.experimental_params.get('min_pixel_diff', 50)),
+                            flatten_segments=True, return_segments=True)
+            ranks = np.asarray(extras["segments"])[0]
         # Paint each region with its mean attribution in float64 (the public API rounds to float32).
         sums = np.bincount(ranks.ravel(), weights=attr.ravel())
         counts = np.bincount(ranks.ravel())

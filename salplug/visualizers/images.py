@@ -23,25 +23,32 @@ def _check_percentile(percentile: float) -> None:
         raise ParameterError(f"percentile must be in (0, 100], got {percentile!r}.")
 
 
-def _scale(image: np.ndarray, low: float, high: float) -> np.ndarray:
-    if high <= low:
-        return np.zeros_like(image)
-    return np.clip((image - low) / (high - low), 0.0, 1.0)
-
-
 def grayscale(values, image=None, *, percentile: float = 99) -> np.ndarray:
-    """Sum of |values| over channels, scaled from its minimum to its ``percentile`` -> [0, 1]."""
+    """Sum of |values| over channels, scaled from its minimum to its ``percentile`` -> [0, 1].
+
+    When the percentile equals the minimum (a sparse map), pixels above the minimum are 1 and
+    the rest 0, as upstream (which gives NaN, 0 / 0, for the rest); a constant map is all 0.
+    """
     _check_percentile(percentile)
     flat = np.abs(_as_3d(values)).sum(axis=2)
-    return _scale(flat, flat.min(), np.percentile(flat, percentile))
+    low, high = flat.min(), np.percentile(flat, percentile)
+    if high <= low:
+        return (flat > low).astype(np.float64)
+    return np.clip((flat - low) / (high - low), 0.0, 1.0)
 
 
 def diverging(values, image=None, *, percentile: float = 99) -> np.ndarray:
-    """Signed sum over channels; 0 maps to 0.5, +/- the |percentile| value to 1 and 0."""
+    """Signed sum over channels; 0 maps to 0.5, +/- the |percentile| value to 1 and 0.
+
+    When that value is 0 (a sparse or all-zero map), positive pixels are 1, negative ones 0
+    and zeros 0.5, as upstream (which gives NaN, 0 / 0, for the zeros).
+    """
     _check_percentile(percentile)
     flat = _as_3d(values).sum(axis=2)
     span = abs(np.percentile(flat, percentile))
-    return _scale(flat, -span, span)
+    if span == 0:
+        return 0.5 + 0.5 * np.sign(flat)
+    return np.clip((flat + span) / (2 * span), 0.0, 1.0)
 
 
 def _as_rgb(image, shape) -> np.ndarray:
