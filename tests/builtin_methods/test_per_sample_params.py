@@ -9,26 +9,23 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from conftest import linear_call_model_function, make_cnn
+
 import salplug
-from salplug.backends.callable import INPUT_OUTPUT_GRADIENTS, OUTPUT_LAYER_VALUES
 
 RNG = np.random.default_rng(0)
 W = RNG.normal(size=(4, 4, 1))
 
 
 def linear(calls=None):
-    """f(x) = sum(W x) per sample: gradients W, IG (x - x') W."""
-    def fn(xb, call_model_args=None, expected_keys=None):
+    """f(x) = sum(W x) per sample (gradients W, IG (x - x') W); ``calls`` records batch sizes."""
+    fn = linear_call_model_function(W)
+
+    def call(xb, call_model_args=None, expected_keys=None):
         if calls is not None:
             calls.append(len(xb))
-        xb = np.asarray(xb, np.float64)
-        out = {}
-        if INPUT_OUTPUT_GRADIENTS in expected_keys:
-            out[INPUT_OUTPUT_GRADIENTS] = np.broadcast_to(W, xb.shape).copy()
-        if OUTPUT_LAYER_VALUES in expected_keys:
-            out[OUTPUT_LAYER_VALUES] = (W * xb).reshape(len(xb), -1).sum(1)
-        return out
-    return fn
+        return fn(xb, call_model_args, expected_keys)
+    return call
 
 
 X = RNG.uniform(0, 1, (3, 4, 4, 1)).astype(np.float32)
@@ -112,8 +109,6 @@ def test_smoothgrad_over_coarse_grad_cam_maps():
     # Grad-CAM with should_resize=False gives maps at the layer's size; wrapped in SmoothGrad
     # (base_params) the shape check used to ask for the input's size and refuse them.
     torch = pytest.importorskip("torch")
-    from conftest import make_cnn
-
     model = make_cnn()
     x = torch.rand(2, 3, 16, 16)
     params = {"layer": "conv2", "should_resize": False}
