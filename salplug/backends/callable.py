@@ -69,6 +69,7 @@ class CallableAdapter:
     name = "callable"
     provides = frozenset({SCORES, INPUT_GRADIENTS, LAYER_GRADIENTS})
     default_batch_size = 16
+    supports_target_callables = False  # targets reach the function as class indices only
 
     def __init__(self, call_model_function: Callable[..., Mapping], *, call_model_args: Any = None,
                  target_arg: str | None = None, num_classes: int | None = None) -> None:
@@ -76,6 +77,10 @@ class CallableAdapter:
             raise ParameterError(
                 f"The callable backend needs a call_model_function, got {type(call_model_function).__name__}."
             )
+        if target_arg is not None and call_model_args is not None and not isinstance(call_model_args, Mapping):
+            raise ParameterError(
+                f"target_arg={target_arg!r} puts the targets into call_model_args, which must then be a dict "
+                f"(or None); got {type(call_model_args).__name__}.")
         self.fn = call_model_function
         self.call_model_args = call_model_args
         self.target_arg = target_arg
@@ -109,6 +114,10 @@ class CallableAdapter:
 
     def outputs(self, x: np.ndarray) -> np.ndarray:
         values = self._call(x, Targets.none(), [OUTPUT_LAYER_VALUES])[OUTPUT_LAYER_VALUES]
+        if values.ndim > 2:
+            raise ModelOutputError(
+                f"OUTPUT_LAYER_VALUES has shape {values.shape}; class scores are one row per example, "
+                f"(N,) or (N, classes), to choose top-1 targets from.")
         return values.reshape(len(x), -1).astype(np.float32)
 
     def scores(self, x: np.ndarray, targets: Targets) -> np.ndarray:
@@ -120,6 +129,9 @@ class CallableAdapter:
                 f"OUTPUT_LAYER_VALUES has {values.shape[1]} values per example; return one scalar "
                 f"per example (the explained score), or pass a target."
             )
+        if targets.indices.max(initial=0) >= values.shape[1]:
+            raise TargetError(f"target {int(targets.indices.max())} is out of range: OUTPUT_LAYER_VALUES has "
+                              f"{values.shape[1]} values per example (classes 0..{values.shape[1] - 1}).")
         return values[np.arange(len(x)), targets.indices].astype(np.float32)
 
     def input_gradients(self, x: np.ndarray, targets: Targets) -> np.ndarray:

@@ -8,7 +8,7 @@ from conftest import linear_call_model_function
 
 import salplug
 from salplug.backends.callable import INPUT_OUTPUT_GRADIENTS, OUTPUT_LAYER_VALUES
-from salplug.errors import ModelOutputError
+from salplug.errors import ModelOutputError, ParameterError, TargetError
 
 
 def test_missing_key_and_bad_shapes_are_reported():
@@ -75,3 +75,51 @@ def test_batched_input_layout():
     fn = linear_call_model_function(w)
     out = salplug.explain(fn, np.zeros((5, 1, 2, 3)), "gradients", backend="callable")
     assert out.values.shape == (5, 1, 2, 3)
+
+
+def _per_class(calls=None, scores_shape=(4,)):
+    """Class k has gradient k (target through call_model_args['cls']); scores 0..3 per example."""
+    w = np.stack([np.full((2, 2, 1), k, np.float32) for k in range(4)])
+
+    def fn(x_batch, call_model_args=None, expected_keys=None):
+        if calls is not None:
+            calls.append(len(x_batch))
+        out = {}
+        if INPUT_OUTPUT_GRADIENTS in expected_keys:
+            cls = np.broadcast_to(np.asarray(call_model_args["cls"]), (len(x_batch),))
+            out[INPUT_OUTPUT_GRADIENTS] = w[cls]
+        if OUTPUT_LAYER_VALUES in expected_keys:
+            out[OUTPUT_LAYER_VALUES] = np.broadcast_to(np.arange(float(np.prod(scores_shape))).reshape(scores_shape),
+                                                       (len(x_batch), *scores_shape)).copy()
+        return out
+    return fn
+
+
+def test_a_target_callable_is_refused_before_any_call_not_ignored():
+    # target_arg passes class indices; a callable on the output cannot travel that way (it was
+    # accepted, then ignored: the map explained the function's default class)
+    calls = []
+    with pytest.raises(TargetError, match="target callable"):
+        salplug.explain(_per_class(calls), np.ones((2, 2, 2, 1), np.float32), "gradients", backend="callable",
+                        layout="N...", target=lambda out: out[:, 3], backend_options={"target_arg": "cls"})
+    assert calls == []
+
+
+def test_target_past_the_functions_outputs_is_a_target_error():
+    x = np.ones((2, 2, 2, 1), np.float32)
+    with pytest.raises(TargetError, match="out of range"):
+        salplug.explain(_per_class(), x, "occlusion", backend="callable", layout="N...", size=1, target=7,
+                        backend_options={"target_arg": "cls"})
+
+
+def test_target_arg_needs_dict_call_model_args():
+    with pytest.raises(ParameterError, match="dict"):
+        salplug.explain(_per_class(), np.ones((1, 2, 2, 1), np.float32), "gradients", backend="callable",
+                        layout="N...", target=1, backend_options={"target_arg": "cls", "call_model_args": ("a", 1)})
+
+
+def test_top1_needs_one_row_of_scores_per_example():
+    # (N, 4, 4) outputs were flattened and argmax'ed into "classes" 15 that the function never had
+    with pytest.raises(ModelOutputError, match=r"\(N, classes\)"):
+        salplug.explain(_per_class(scores_shape=(4, 4)), np.ones((2, 2, 2, 1), np.float32), "gradients",
+                        backend="callable", layout="N...", backend_options={"target_arg": "cls"})
