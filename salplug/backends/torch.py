@@ -26,7 +26,7 @@ except ImportError as exc:  # pragma: no cover - exercised without torch install
         'The torch backend needs PyTorch. Install it with: pip install "salplug[torch]"'
     ) from exc
 
-from ..errors import LayerError, ModelOutputError, ParameterError, TargetError, did_you_mean
+from ..errors import InputError, LayerError, ModelOutputError, ParameterError, TargetError, did_you_mean
 from ._batching import IMAGE_224, rows_for_values
 from ._outputs import make_output_selector as _make_selector, select_logits
 from ..layout import (LAYOUTS, canonical_to_layout, check_channels, check_image_rank, check_kind, check_layout,
@@ -146,7 +146,7 @@ def _take(table: dict[int, list], items: list, is_on: Callable[[Any], bool], tur
     for item in items:
         entry = table.get(id(item))
         if entry is None:
-            if not is_on(item):
+            if not is_on(item) or _cannot_turn(item):
                 continue
             turn(item, False)
             entry = table[id(item)] = [0, item, turn]
@@ -154,13 +154,28 @@ def _take(table: dict[int, list], items: list, is_on: Callable[[Any], bool], tur
         taken.append((table, entry))
 
 
+def _cannot_turn(item: Any) -> bool:
+    """A lazy module's parameter before its first pass (it refuses requires_grad_), or an
+    inference tensor (it cannot be turned back on, nor gather .grad)."""
+    if isinstance(item, nn.parameter.UninitializedParameter):
+        return True
+    return isinstance(item, torch.Tensor) and item.is_inference()
+
+
 def _release(taken: list) -> None:
-    """Count one holder less; the last turns the item back on."""
+    """Count one holder less; the last turns the item back on. Every item is released and
+    restored even when one fails to; the first failure is raised afterwards."""
+    failure = None
     for table, entry in taken:
         entry[0] -= 1
         if entry[0] == 0:
             del table[id(entry[1])]
-            entry[2](entry[1], True)
+            try:
+                entry[2](entry[1], True)
+            except Exception as exc:  # noqa: BLE001 - restore the rest first
+                failure = failure or exc
+    if failure is not None:
+        raise failure
 
 
 def _requires_grad(p: Any, on: bool) -> None:
@@ -191,6 +206,12 @@ def hold_model(modules: list, params: list, eval_mode: bool) -> Iterator[None]:
     finally:
         with _HOLDS_LOCK:
             _release(taken)
+
+
+def _check_grad_possible() -> None:
+    if torch.is_inference_mode_enabled():
+        raise ParameterError("Gradients cannot be taken inside torch.inference_mode(); call salplug outside it "
+                             "(it turns gradients on and off itself).")
 
 
 #: model -> True when its .view refused channels-last memory (see _again_in_plain_layout)
@@ -236,7 +257,8 @@ class TorchAdapter:
         layer's outputs until a forward pass shows the real number).
     eval_mode : run the model in eval mode during each call (BatchNorm uses its running
         statistics and is not updated, dropout is off), putting every module's own mode back
-        afterwards; False runs it in whatever mode it is in.
+        afterwards; False runs it in whatever mode it is in. (A plain function wrapping a
+        module is called as it is: its modules are not seen.)
     device_arrays : keep the inner work of methods that can (gradients, Guided Backprop, IG,
         SmoothGrad over those) on the model's device instead of copying every batch to numpy
         and back. Default: on for CUDA; off on the CPU (where numpy and torch share memory and
@@ -283,7 +305,8 @@ class TorchAdapter:
         # where an unverified class count came from (None once given or seen in an output)
         self.num_outputs_guess = "the model's last Linear layer" if num_classes is None and self._num_classes else None
         conv = _first(modules, nn.Conv2d)
-        self.in_channels = conv.in_channels if conv is not None else None
+        # the first registered convolution, usually the stem (a lazy one, not yet run, has 0)
+        self.in_channels = conv.in_channels if conv is not None and conv.in_channels else None
         self.memory_format = choose_memory_format(memory_format, self.device, conv)
         self.auto_memory_format = memory_format is None or (isinstance(memory_format, str) and memory_format == "auto")
         first_conv = _first(modules, (nn.Conv1d, nn.Conv2d, nn.Conv3d))
@@ -329,19 +352,32 @@ class TorchAdapter:
     # -- conversion ------------------------------------------------------------------------
     def to_canonical(self, x: Any, layout: str | None = None) -> tuple[np.ndarray, InputInfo]:
         on_device = torch.is_tensor(x) and self.keep_on_device and x.device == self.device
+        if torch.is_tensor(x) and x.is_complex():  # refused as numpy and device inputs are
+            check_kind("c", x.dtype, x.numel(), x.shape)
         arr = x if on_device else (x.detach().to("cpu", torch.float32).numpy() if torch.is_tensor(x)
                                    else read_array(x))
-        if self.in_channels is not None:
-            check_image_rank(arr, "(C, H, W) / (H, W, C) or a batch (N, C, H, W) / (N, H, W, C)")
-        if layout is None and self.signals and arr.ndim >= 2:
-            layout = "N..."
-        layout = layout or default_layout(arr.ndim, torch.is_tensor(x))
-        if on_device:  # checked and made canonical where it lies: only the result crosses to the host
-            canonical, info = self._device_canonical(x, layout)
-        else:
-            kind, device = ("torch", x.device) if torch.is_tensor(x) else ("numpy", None)
-            canonical, info = numpy_to_canonical(arr, layout, kind=kind, device=device)
-        check_channels(canonical, self.in_channels, info, tuple(arr.shape))
+        # the shape checks read the first registered convolution; a layout the caller names is
+        # taken as given (a model whose first registered convolution is not the first it runs)
+        guess = layout is None
+        try:
+            if self.in_channels is not None and guess:
+                check_image_rank(arr, "(C, H, W) / (H, W, C) or a batch (N, C, H, W) / (N, H, W, C)")
+            if layout is None and self.signals and arr.ndim >= 2:
+                layout = "N..."
+            layout = layout or default_layout(arr.ndim, torch.is_tensor(x))
+            if on_device:  # checked and made canonical where it lies: only the result crosses to the host
+                canonical, info = self._device_canonical(x, layout)
+            else:
+                kind, device = ("torch", x.device) if torch.is_tensor(x) else ("numpy", None)
+                canonical, info = numpy_to_canonical(arr, layout, kind=kind, device=device)
+            if guess:
+                check_channels(canonical, self.in_channels, info, tuple(arr.shape))
+        except InputError as exc:
+            if not guess or "convolution" not in str(exc):
+                raise
+            raise InputError(f"{exc} (These checks read the model's first registered convolution; if the model "
+                             f"runs another first, name the input's layout, e.g. layout='NCHW' or 'N...', and "
+                             f"the input is taken as given.)") from None
         return canonical, info
 
     def _device_canonical(self, x: torch.Tensor, layout: str) -> tuple[np.ndarray, InputInfo]:
@@ -673,22 +709,28 @@ class TorchAdapter:
         return self._in_pieces(self._scores, x, targets)
 
     def _scores(self, x: np.ndarray, targets: Targets) -> np.ndarray:
-        with torch.no_grad():
-            return self._select(self._logits(self._tensor(x)), targets).to("cpu", torch.float32).numpy()
+        with torch.no_grad():  # a clone, as in _outputs
+            return self._select(self._logits(self._tensor(x).clone()), targets).to("cpu", torch.float32).numpy()
 
     def input_gradients(self, x: np.ndarray, targets: Targets) -> np.ndarray:
+        _check_grad_possible()
         return self._in_pieces(self._input_gradients, x, targets)
 
     def _input_gradients(self, x: np.ndarray, targets: Targets) -> np.ndarray:
         with self._frozen():
             t = self._tensor(x).requires_grad_(True)
             s = self._select(self._logits(t), targets)
+            if not s.requires_grad:
+                raise ModelOutputError(
+                    "The explained output does not depend on the input through autograd: the model (or a "
+                    "target callable) detaches it or computes it without gradients.")
             (grad,) = torch.autograd.grad(s.sum(), t)
         return self._numpy(grad, like=x)
 
     def guided_input_gradients(self, x: np.ndarray, targets: Targets) -> np.ndarray:
         from .torch_guided import guided_relu_gradients
 
+        _check_grad_possible()
         with guided_relu_gradients(self.model):
             return self._in_pieces(self._input_gradients, x, targets)
 
@@ -704,6 +746,9 @@ class TorchAdapter:
             raise LayerError(f"A layer is a module path like 'layer4.1' or an nn.Module, got {layer!r}.")
         try:
             return self.model.get_submodule(layer)
+        except RuntimeError as exc:  # a TorchScript model
+            raise LayerError(f"Layer {layer!r} cannot be looked up in this model ({exc}); layer methods need "
+                             f"the Python nn.Module, not a TorchScript one.") from None
         except AttributeError:
             names = [n for n, _ in self.model.named_modules() if n]
             raise LayerError(
@@ -715,18 +760,27 @@ class TorchAdapter:
         self._module(layer)
 
     def layer_values_and_gradients(self, x: np.ndarray, targets: Targets, layer: Any) -> tuple[np.ndarray, np.ndarray]:
+        _check_grad_possible()
         module = self._module(layer)
         return self._in_pieces(self._layer_values_and_gradients, x, targets, module, layer)
 
     def _layer_values_and_gradients(self, x: np.ndarray, targets: Targets, module: nn.Module,
                                     layer: Any) -> tuple[np.ndarray, np.ndarray]:
         captured: list[torch.Tensor] = []
+        caller = threading.get_ident()
 
         def hook(_module: nn.Module, _inputs: Any, output: Any) -> Any:
-            first = output[0] if isinstance(output, (tuple, list)) else output
+            if threading.get_ident() != caller:  # another thread's pass through a shared model
+                return None
+            first = output[0] if isinstance(output, (tuple, list)) and output else output
+            if not isinstance(first, torch.Tensor) or not first.is_floating_point():
+                raise LayerError(f"Layer {layer!r} returns {type(output).__name__}; Grad-CAM needs a layer whose "
+                                 f"output is a float tensor (or a tuple or list that starts with one).")
             leaf = first.detach().requires_grad_(True)
             captured.append(leaf)
             replaced = leaf.clone()  # a non-leaf copy, so later in-place ops are allowed
+            if isinstance(output, tuple) and hasattr(output, "_fields"):  # a namedtuple
+                return type(output)(replaced, *output[1:])
             if isinstance(output, (tuple, list)):
                 return type(output)([replaced, *output[1:]])
             return replaced
