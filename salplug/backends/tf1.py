@@ -21,12 +21,16 @@ d sum(y) / d x, a layer and d sum(y) / d layer) in one ``session.run`` (through 
 the variable read) with the same op cache and copies: the drop-in ``salplug.tf1`` package runs
 on it.
 
-Arrays are NHWC as ``x`` takes them, which is canonical: nothing is transposed.
+Arrays are NHWC as ``x`` takes them, which is canonical: nothing is transposed. A graph that
+fixes x's batch size gets batches of exactly that size (the last one padded, the padding's
+results dropped). With logits whose class count is not static, an in-graph check refuses
+out-of-range targets (TargetError) before the score is gathered.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 import warnings
 import weakref
@@ -50,7 +54,7 @@ from ..types import GUIDED_GRADIENTS, INPUT_GRADIENTS, LAYER_GRADIENTS, SCORES, 
 from ._batching import TF_CPU_ROWS, tf_rows
 from .tf1_model import TF1Model
 from ._tf_arrays import tf_from_canonical
-from .tf_guided import GUIDED_OVERRIDES, count_guided
+from .tf_guided import GUIDED_OVERRIDES, ReluCounts, guide_function_library, relu_counts
 
 __all__ = ["FETCHES", "TF1Adapter", "TF1Model"]
 
@@ -105,13 +109,49 @@ def _resolve_feeds(graph: Any, feed_dict: Mapping[Any, Any]) -> dict[Any, Any]:
     return out
 
 
+_OWN_SCOPE = re.compile(r"salplug(_\d+)?/")  # the name scopes of the ops salplug adds to a graph
+
+
 def _tensor_names(graph: Any, rank: int | None = None) -> list[str]:
     names = []
     for op in graph.get_operations():
+        if _OWN_SCOPE.match(op.name):
+            continue
         for out in op.outputs:
             if rank is None or out.shape.rank == rank:
                 names.append(out.name)
     return names
+
+
+_RANGE_CHECK = "salplug: target out of range; classes:"
+
+
+def _gather_checked(y: Any, t: Any, check: bool) -> Any:
+    """y[i, t[i]]. With ``check`` (y's class count is not static), an assertion the gather (and
+    all that depends on it) waits for checks the targets first: tf.gather would fail later on a
+    CPU, and give 0 on a GPU."""
+    if not check:
+        return tf.gather(y, t, batch_dims=1)
+    width = tf.shape(y, out_type=tf.int64)[1]
+    ok = tf.reduce_all(tf.logical_and(t >= 0, t < width))
+    assertion = tf.debugging.Assert(ok, [_RANGE_CHECK, width], name="target_check")
+    with tf.control_dependencies([assertion]):
+        return tf.gather(y, t, batch_dims=1)
+
+
+def _range_error(exc: Exception, targets: Any, y: Any) -> TargetError | None:
+    """A failed target check of :func:`_gather_checked` as a TargetError (else None)."""
+    text = str(exc)
+    if _RANGE_CHECK not in text:
+        return None
+    found = re.search(re.escape(_RANGE_CHECK) + r"\]\s*\[(\d+)\]", text)
+    k = int(found.group(1)) if found else None
+    idx = getattr(targets, "indices", None)
+    if idx is not None and idx.size and k is not None:
+        bad = int(idx.max() if idx.max() >= k else idx.min())
+        return TargetError(f"target {bad} is out of range: y ({y.name}) has {k} classes (0..{k - 1}).")
+    return TargetError(f"A target is out of range for the classes of y ({y.name})"
+                       f"{f' (0..{k - 1})' if k else ''}.")
 
 
 class _View:
@@ -125,7 +165,7 @@ class _View:
     def __init__(self, graph: Any, session: Any, copy: bool, guided: bool = False,
                  variables: tuple[tuple[str, str], ...] = (), source: Any = None) -> None:
         self.graph, self.session, self.copy, self.guided = graph, session, copy, guided
-        self.relus = count_guided(graph) if guided else 0
+        self.relus = relu_counts(graph) if guided else ReluCounts()
         self.variables = variables
         self.source = weakref.ref(source) if source is not None else None
 
@@ -212,6 +252,8 @@ def _memory_copy(graph: Any, session: Any, outputs: list[str], guided: bool) -> 
             node.attr["dtype"].type = dtype
             node.attr["shape"].shape.CopyFrom(shape)
             variables.append((f"{node.name}:0", node.name + _VARIABLE_OPS[kind]))
+    if guided:  # the override reaches top-level nodes only; cond/while bodies live in functions
+        guide_function_library(frozen)
     copy = tf.Graph()
     with copy.as_default():
         scope = copy.gradient_override_map(GUIDED_OVERRIDES) if guided else contextlib.nullcontext()
@@ -221,6 +263,21 @@ def _memory_copy(graph: Any, session: Any, outputs: list[str], guided: bool) -> 
     config = config if isinstance(config, v1.ConfigProto) else None  # e.g. a mock wrapping a session
     return _View(copy, v1.Session(graph=copy, config=config), copy=True, guided=guided,
                  variables=tuple(variables), source=session)
+
+
+def _computed_from(y: Any, tensor: Any) -> bool:
+    """Whether ``y`` is computed from ``tensor`` (through data inputs, in y's graph)."""
+    if y.name == tensor.name:
+        return True
+    seen, stack = {y.op.name}, [y.op]
+    while stack:
+        for t in stack.pop().inputs:
+            if t.name == tensor.name:
+                return True
+            if t.op.name not in seen:
+                seen.add(t.op.name)
+                stack.append(t.op)
+    return False
 
 
 class TF1Adapter:
@@ -350,7 +407,7 @@ class TF1Adapter:
             (s,) = view.ops(("score", y.name), lambda: [tf.reshape(y, [-1])])
             return s, None
         (t,) = view.ops(("target",), lambda: [v1.placeholder(tf.int64, [None], name="target")])
-        (s,) = view.ops(("score", y.name, t.name), lambda: [tf.gather(y, t, batch_dims=1)])
+        (s,) = view.ops(("score", y.name, t.name), lambda: [_gather_checked(y, t, self.y.shape[1] is None)])
         return s, t
 
     def _check_targets(self, targets: Targets) -> None:
@@ -377,11 +434,11 @@ class TF1Adapter:
             feed[target_ph] = targets.indices
         return feed
 
-    def _gradient(self, view: _View, s: Any, wrt: Any, what: str) -> Any:
+    def _gradient(self, view: _View, s: Any, wrt: Any, what: str, error: type[Exception] = ModelOutputError) -> Any:
         def build() -> list[Any]:
             (g,) = v1.gradients(s, [wrt])
             if g is None:
-                raise ModelOutputError(f"y ({self.y.name}) does not depend on {what}; its gradient is None.")
+                raise error(f"y ({self.y.name}) does not depend on {what}; its gradient is None.")
             return [g]
 
         (g,) = view.ops(("grad", s.name, wrt.name), build)
@@ -411,6 +468,36 @@ class TF1Adapter:
         out = view.run(fetches, feed, self._held)
         return [np.asarray(o, dtype=np.float32) for o in out]
 
+    def _run_targets(self, view: _View, fetches: list[Any], feed: dict[Any, Any],
+                     targets: Targets) -> list[np.ndarray]:
+        """:meth:`_run`, a failed in-graph target check raised as a TargetError."""
+        try:
+            return self._run(view, fetches, feed)
+        except tf.errors.InvalidArgumentError as exc:
+            error = _range_error(exc, targets, self.y)
+            if error is None:
+                raise
+            raise error from None
+
+    def _by_rows(self, x: np.ndarray, targets: Targets,
+                 run: Callable[[np.ndarray, Targets], list[np.ndarray]]) -> list[np.ndarray]:
+        """``run(x, targets)``: arrays with one row per row of ``x``. A graph that fixes x's batch
+        size B gets batches of exactly B rows: the last one padded with copies of its last row
+        (and target), whose results are dropped."""
+        fixed = self.x_shape[0] if self.x_shape else None
+        if fixed is None or len(x) == fixed or len(x) == 0:
+            return run(x, targets)
+        parts = []
+        for start in range(0, len(x), fixed):
+            xs, ts = x[start:start + fixed], targets.take(slice(start, start + fixed))
+            n = len(xs)
+            if n < fixed:
+                xs = np.concatenate([xs, np.repeat(xs[-1:], fixed - n, axis=0)])
+                if ts.indices is not None:
+                    ts = Targets(np.concatenate([ts.indices, np.repeat(ts.indices[-1:], fixed - n)]))
+            parts.append([o[:n] for o in run(xs, ts)])
+        return [np.concatenate(p) for p in zip(*parts)]
+
     # -- primitives ------------------------------------------------------------------------
     def num_outputs(self) -> int | None:
         return self._num_classes
@@ -423,15 +510,23 @@ class TF1Adapter:
 
     def outputs(self, x: np.ndarray) -> np.ndarray:
         view = self._view()
-        (out,) = self._run(view, [view.tensor(self.y)], self._feed(view, x, Targets.none(), None))
-        return out.reshape(len(x), -1)
+
+        def run(xs: np.ndarray, ts: Targets) -> list[np.ndarray]:
+            (out,) = self._run(view, [view.tensor(self.y)], self._feed(view, xs, ts, None))
+            return [out.reshape(len(xs), -1)]
+
+        return self._by_rows(x, Targets.none(), run)[0]
 
     def scores(self, x: np.ndarray, targets: Targets) -> np.ndarray:
         self._check_targets(targets)
         view = self._view()
         s, t = self._score(view)
-        (out,) = self._run(view, [s], self._feed(view, x, targets, t))
-        return out.reshape(len(x))
+
+        def run(xs: np.ndarray, ts: Targets) -> list[np.ndarray]:
+            (out,) = self._run_targets(view, [s], self._feed(view, xs, ts, t), ts)
+            return [out.reshape(len(xs))]
+
+        return self._by_rows(x, targets, run)[0]
 
     def input_gradients(self, x: np.ndarray, targets: Targets) -> np.ndarray:
         self._check_targets(targets)
@@ -439,10 +534,12 @@ class TF1Adapter:
 
     def _input_gradients(self, view: _View, x: np.ndarray, targets: Targets) -> np.ndarray:
         s, t = self._score(view)
-        feed = self._feed(view, x, targets, t)
         g = self._gradient(view, s, view.tensor(self.x), f"x ({self.x.name})")
-        (out,) = self._run(view, [g], feed)
-        return out
+
+        def run(xs: np.ndarray, ts: Targets) -> list[np.ndarray]:
+            return self._run_targets(view, [g], self._feed(view, xs, ts, t), ts)
+
+        return self._by_rows(x, targets, run)[0]
 
     def guided_input_gradients(self, x: np.ndarray, targets: Targets) -> np.ndarray:
         self._check_targets(targets)
@@ -451,7 +548,18 @@ class TF1Adapter:
 
     def _guided_view(self) -> _View:
         view = self._view(guided=True)
-        if view.relus == 0:
+        relus = view.relus
+        if relus.nested:
+            warnings.warn(f"Guided backprop: {relus.nested} Relu/Relu6 op(s) in the graph of y ({self.y.name}) "
+                          f"run inside functions the graph calls (tf.function); TensorFlow differentiates "
+                          f"those without the override, so they backpropagate plain gradients.",
+                          RuntimeWarning, stacklevel=3)
+        if relus.control:
+            warnings.warn(f"Guided backprop: {relus.control} Relu/Relu6 op(s) in the graph of y ({self.y.name}) "
+                          f"run inside control flow (tf.cond, tf.while_loop) whose bodies could not be given "
+                          f"the guided gradient; they backpropagate plain gradients.",
+                          RuntimeWarning, stacklevel=3)
+        if not (relus.guided or relus.plain):
             warnings.warn(f"Guided backprop found no Relu/Relu6 op in the graph of y ({self.y.name}): the "
                           f"result equals the plain input gradient.", RuntimeWarning, stacklevel=3)
         return view
@@ -473,18 +581,37 @@ class TF1Adapter:
         except ParameterError as exc:
             raise LayerError(str(exc)) from None
 
+    def _layer_of_y(self, layer: Any) -> Any:
+        """The layer tensor, checked to be one y is computed from."""
+        tensor = self._layer(layer)
+        paths = self.__dict__.setdefault("_on_path", {})
+        key = (self.y.name, tensor.name)
+        if key not in paths:
+            paths[key] = _computed_from(self.y, tensor)
+        if not paths[key]:
+            raise LayerError(f"Layer {tensor.name} is not on the path from x to y ({self.y.name}): y is not "
+                             f"computed from it. Give a layer y depends on (e.g. the last convolution's output).")
+        return tensor
+
     def check_layer(self, layer: Any) -> None:
-        self._layer(layer)
+        self._layer_of_y(layer)
 
     def layer_values_and_gradients(self, x: np.ndarray, targets: Targets, layer: Any) -> tuple[np.ndarray, np.ndarray]:
-        tensor = self._layer(layer)
+        tensor = self._layer_of_y(layer)
         self._check_targets(targets)
         view = self._view()
         s, t = self._score(view)
-        feed = self._feed(view, x, targets, t)
-        conv = view.tensor(tensor)
-        g = self._gradient(view, s, conv, f"layer {tensor.name}")
-        values, grads = self._run(view, [conv, g], feed)
+        try:
+            conv = view.tensor(tensor)
+        except KeyError:  # an in-memory copy holds y's subgraph only
+            raise LayerError(f"Layer {tensor.name} is not on the path from x to y ({self.y.name}); give a "
+                             f"layer y depends on.") from None
+        g = self._gradient(view, s, conv, f"layer {tensor.name}", LayerError)
+
+        def run(xs: np.ndarray, ts: Targets) -> list[np.ndarray]:
+            return self._run_targets(view, [conv, g], self._feed(view, xs, ts, t), ts)
+
+        values, grads = self._by_rows(x, targets, run)
         return values, grads
 
     # -- upstream quantities (salplug.tf1) ---------------------------------------------------------

@@ -15,11 +15,16 @@ callables run eagerly (pass ``compile=True`` to trace them too).
 
 Grad-CAM layers are Keras layers named by ``name`` or by path (``"block/conv"``), nested
 models included: while the step is traced (or run eagerly) the layer's ``call`` is wrapped to
-capture its output, and restored right after. Guided backprop traces the model inside
+capture its output, and restored right after; one capture runs at a time, and calls from other
+threads pass through the wrapper untouched. Guided backprop traces the model inside
 ``gradient_override_map`` (see :mod:`salplug.backends.tf_guided`) and differentiates with
 ``tf.gradients``: every Relu/Relu6 op the model creates -- activation functions inside layers,
-``ReLU`` layers, ``tf.nn.relu`` calls -- backpropagates the guided gradient; the model's own
-gradients are untouched.
+``ReLU`` layers, ``tf.nn.relu`` calls, inside ``tf.cond``/``tf.while_loop`` too --
+backpropagates the guided gradient (ReLUs inside nested ``tf.function``s cannot, and are
+warned about); the model's own gradients are untouched.
+
+A Keras model's declared input shape is checked before any model call (every axis but the
+batch for functional models; the rank and last axis for Sequential ones, as Keras does).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import sys
+import threading
 import types
 import warnings
 import weakref
@@ -52,7 +58,7 @@ from ..layout import (check_channels, check_image_rank, default_layout, numpy_to
                       read_array)
 from ..types import GUIDED_GRADIENTS, INPUT_GRADIENTS, LAYER_GRADIENTS, SCORES, InputInfo, Targets
 from ._tf_arrays import tf_from_canonical
-from .tf_guided import GUIDED_OVERRIDES, count_guided, nested_relus
+from .tf_guided import GUIDED_OVERRIDES, relu_counts
 
 __all__ = ["TF2Adapter", "is_keras_layer", "keras_layers"]
 
@@ -159,15 +165,21 @@ def _leaves(model: Any) -> list[Any]:
 
 
 def _infer_num_classes(model: Any) -> int | None:
-    """Units of the last Dense layer, when it is the model's output layer (else None)."""
-    last = None
-    for layer in _leaves(model):
-        if getattr(layer, "weights", None):
-            last = layer
+    """Units of the last Dense layer, when it is known to give the model's output: checked
+    against the model's own outputs (functional models), or the last layer of a Sequential
+    model. Else None: in a subclassed model only running it shows which layer gives the output."""
+    outputs = _model_outputs(model)
+    if outputs is None:
+        layers = list(getattr(model, "layers", None) or []) if "Sequential" in _class_names(model) else []
+        last = layers[-1] if layers else None
+    else:
+        last = None
+        for layer in _leaves(model):
+            if getattr(layer, "weights", None):
+                last = layer
     if last is None or "Dense" not in _class_names(last):
         return None
     units = getattr(last, "units", None)
-    outputs = _model_outputs(model)
     if outputs is not None:
         if len(outputs) != 1 or len(tuple(outputs[0].shape)) != 2 or tuple(outputs[0].shape)[-1] != units:
             return None
@@ -203,6 +215,26 @@ def _input_info(model: Any) -> tuple[bool, int | None, bool]:
     axes = getattr(spec, "axes", None) or {}
     channels = axes.get(axis, axes.get(3 if axis == -1 else axis))
     return True, int(channels) if channels else None, first
+
+
+def _declared_input(model: Any) -> tuple[tuple[int | None, ...], bool] | None:
+    """(the shape of a Keras model's single declared input, whether Keras holds inputs to all
+    of it): functional models check every axis but the batch; Sequential ones only the rank
+    (their last axis meets the first layer's weights). None when the model declares none."""
+    try:
+        inputs = model.inputs
+    except (AttributeError, ValueError):
+        return None
+    if not isinstance(inputs, (list, tuple)) or len(inputs) != 1:
+        return None
+    try:
+        shape = tuple(None if d is None else int(d) for d in tuple(inputs[0].shape))
+    except (TypeError, ValueError):
+        return None
+    if not shape:
+        return None
+    names = _class_names(model)
+    return shape, "Functional" in names and "Sequential" not in names
 
 
 def _to_channels_last(t: Any) -> np.ndarray:
@@ -274,29 +306,38 @@ class _Step:
         self.call, self.meta = call, meta
 
 
+# One layer capture at a time (wrapping and restoring ``call`` must not interleave across threads).
+_CAPTURE_LOCK = threading.RLock()
+
+
 @contextlib.contextmanager
 def _capture(layer: Any, tape: Any, captured: list[Any]) -> Iterator[None]:
-    """While active, ``layer``'s outputs are watched by ``tape`` and appended to ``captured``."""
-    had_own = "call" in vars(layer)
-    original = layer.call
+    """While active, ``layer``'s outputs in this thread are watched by ``tape`` and appended to
+    ``captured``; calls from other threads pass straight through. Holds :data:`_CAPTURE_LOCK`."""
+    with _CAPTURE_LOCK:
+        had_own = "call" in vars(layer)
+        original = layer.call
+        owner = threading.get_ident()
 
-    @functools.wraps(original)
-    def call(*args: Any, **kwargs: Any) -> Any:
-        out = original(*args, **kwargs)
-        first = out[0] if isinstance(out, (tuple, list)) else out
-        if tf.is_tensor(first):
-            tape.watch(first)
-        captured.append(first)
-        return out
+        @functools.wraps(original)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            out = original(*args, **kwargs)
+            if threading.get_ident() != owner:
+                return out
+            first = out[0] if isinstance(out, (tuple, list)) else out
+            if tf.is_tensor(first):
+                tape.watch(first)
+            captured.append(first)
+            return out
 
-    object.__setattr__(layer, "call", call)  # bypass Keras attribute tracking
-    try:
-        yield
-    finally:
-        if had_own:
-            object.__setattr__(layer, "call", original)
-        else:
-            object.__delattr__(layer, "call")
+        object.__setattr__(layer, "call", call)  # bypass Keras attribute tracking
+        try:
+            yield
+        finally:
+            if had_own:
+                object.__setattr__(layer, "call", original)
+            else:
+                object.__delattr__(layer, "call")
 
 
 def _make_body(kind: str, model_ref: Callable[[], Any], keras: bool, select: Callable[[Any], Any],
@@ -333,8 +374,8 @@ def _make_body(kind: str, model_ref: Callable[[], Any], keras: bool, select: Cal
             graph = tf.compat.v1.get_default_graph()
             with graph.gradient_override_map(GUIDED_OVERRIDES):
                 s = select_scores(forward(x), idx, fn, meta)
-            meta["guided"] = count_guided(graph)
-            meta["nested"] = nested_relus(graph)
+            counts = relu_counts(graph, guide=True)  # ReLUs inside tf.cond/while bodies too
+            meta["guided"], meta["nested"], meta["control"] = counts.guided, counts.nested, counts.control
             (grad,) = tf.gradients(s, [x])
             if grad is None:
                 raise ModelOutputError("The explained output does not depend on the input "
@@ -361,14 +402,16 @@ def _make_body(kind: str, model_ref: Callable[[], Any], keras: bool, select: Cal
 
 
 def _salplug_error(exc: BaseException) -> SalplugError | None:
-    """The salplug error behind ``exc`` (itself, or its cause/context), if any."""
-    seen = 0
+    """The innermost salplug error behind ``exc`` (itself, or down its cause/context chain), if
+    any: autograph re-raises ours as new errors of the same class with its own text, the
+    original one further down the chain."""
+    found, seen = None, 0
     while exc is not None and seen < 20:
         if isinstance(exc, SalplugError):
-            return exc
+            found = exc
         exc = exc.__cause__ or exc.__context__
         seen += 1
-    return None
+    return found
 
 
 def _weak(obj: Any) -> tuple[Callable[[], Any], bool]:
@@ -412,8 +455,9 @@ class TF2Adapter:
     model : a Keras model (Keras 3 on the TensorFlow backend, or ``tf.keras``/tf_keras), a
         ``tf.Module`` or any callable taking an NHWC ``tf.Tensor`` and returning logits.
     output : selects the logits from a tuple/dict output (index, key or callable).
-    num_classes : number of outputs, for early target checks (default: inferred from a final
-        Dense layer).
+    num_classes : number of outputs, for early target checks (default: the output width of a
+        functional model ending in a Dense layer, or a Sequential one's last Dense layer; else
+        unknown, and targets are checked against the output width once the step is traced).
     compile : trace gradient steps with ``tf.function`` (default: yes for Keras models and
         ``tf.Module``s, no for other callables). Guided backprop always traces.
     device : where the steps run: ``"cpu"``, ``"cuda"``/``"gpu"`` (first GPU), ``"cuda:1"``, or
@@ -473,10 +517,44 @@ class TF2Adapter:
             arr, kind, device = read_array(x), "numpy", None
         if self.is_conv2d:
             check_image_rank(arr, "(H, W, C) or a batch (N, H, W, C)")
-        canonical, info = numpy_to_canonical(arr, layout or default_layout(arr.ndim, self.channels_first),
-                                             kind=kind, device=device)
+        declared = _declared_input(self.model) if self.keras else None
+        if layout is None:
+            layout = default_layout(arr.ndim, self.channels_first)
+            if declared is not None and not self.is_conv2d:  # the model's own rank says batch or not
+                want = declared[0]
+                if arr.ndim == len(want):
+                    layout = "N..."
+                elif arr.ndim == len(want) - 1 and all(w is None or w == g for w, g in zip(want[1:], arr.shape)):
+                    layout = "..."
+        canonical, info = numpy_to_canonical(arr, layout, kind=kind, device=device)
         check_channels(canonical, self.in_channels, info, arr.shape)
+        if declared is not None:
+            self._check_declared(canonical, arr.shape, declared)
         return canonical, info
+
+    def _check_declared(self, canonical: np.ndarray, shape: tuple,
+                        declared: tuple[tuple[int | None, ...], bool]) -> None:
+        """Refuse, before any model call, an input the Keras model's declared input shape rules
+        out as Keras itself would (a trailing axis of 1 may be added or dropped)."""
+        model_shape, every_axis = declared
+        want = model_shape
+        if self.channels_first and len(want) == 4:  # compare in canonical (channels-last) order
+            want = (want[0], want[2], want[3], want[1])
+        got: tuple = canonical.shape
+        if len(got) == len(want) + 1 and got[-1] == 1:
+            got = got[:-1]
+        elif len(got) == len(want) - 1 and want[-1] == 1:
+            want = want[:-1]
+        if len(got) == len(want):
+            axes = range(1, len(want)) if every_axis else range(max(1, len(want) - 1), len(want))
+            if all(want[i] is None or want[i] == got[i] for i in axes):
+                return
+        dims = ["?" if d is None else str(d) for d in model_shape[1:]]
+        one = f"({', '.join(dims)}{',' if len(dims) == 1 else ''})"
+        raise InputError(
+            f"The model takes inputs of shape {_shape_text((None, *model_shape[1:]))} (its Keras "
+            f"input); the input has shape {tuple(shape)}. Pass one example of shape {one} or a "
+            f"batch of them (or layout= when the axes are in another order).")
 
     def from_canonical(self, values: np.ndarray, info: InputInfo) -> Any:
         return tf_from_canonical(values, info)
@@ -580,7 +658,13 @@ class TF2Adapter:
                 f"nested tf.functions whose gradients were fixed when they were traced; they "
                 f"backpropagate plain gradients. Call the eager (undecorated) model instead.",
                 RuntimeWarning, stacklevel=2)
-        elif not meta.get("guided"):
+        if meta.get("control"):
+            warnings.warn(
+                f"Guided backprop: {meta['control']} ReLU op(s) of {type(self.model).__name__} run inside "
+                f"control flow (tf.cond, tf.while_loop, tf.switch_case) whose bodies could not be "
+                f"given the guided gradient; they backpropagate plain gradients.",
+                RuntimeWarning, stacklevel=2)
+        if not (meta.get("guided") or meta.get("nested") or meta.get("control")):
             warnings.warn(
                 f"Guided backprop found no ReLU op while running {type(self.model).__name__}: the "
                 f"result equals the plain input gradient. Models without ReLU/ReLU6 (GELU, SiLU, "
