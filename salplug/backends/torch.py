@@ -356,29 +356,45 @@ class TorchAdapter:
             check_kind("c", x.dtype, x.numel(), x.shape)
         arr = x if on_device else (x.detach().to("cpu", torch.float32).numpy() if torch.is_tensor(x)
                                    else read_array(x))
-        # the shape checks read the first registered convolution; a layout the caller names is
-        # taken as given (a model whose first registered convolution is not the first it runs)
-        guess = layout is None
-        try:
-            if self.in_channels is not None and guess:
+        # the shape checks read the first registered convolution (usually the first the model
+        # runs); when they refuse an input whose layout the caller named, the model decides
+        refused = None
+        if self.in_channels is not None:
+            try:
                 check_image_rank(arr, "(C, H, W) / (H, W, C) or a batch (N, C, H, W) / (N, H, W, C)")
-            if layout is None and self.signals and arr.ndim >= 2:
-                layout = "N..."
-            layout = layout or default_layout(arr.ndim, torch.is_tensor(x))
-            if on_device:  # checked and made canonical where it lies: only the result crosses to the host
-                canonical, info = self._device_canonical(x, layout)
-            else:
-                kind, device = ("torch", x.device) if torch.is_tensor(x) else ("numpy", None)
-                canonical, info = numpy_to_canonical(arr, layout, kind=kind, device=device)
-            if guess:
+            except InputError as exc:
+                refused = exc
+        named = layout is not None
+        if layout is None and self.signals and arr.ndim >= 2:
+            layout = "N..."
+        layout = layout or default_layout(arr.ndim, torch.is_tensor(x))
+        if on_device:  # checked and made canonical where it lies: only the result crosses to the host
+            canonical, info = self._device_canonical(x, layout)
+        else:
+            kind, device = ("torch", x.device) if torch.is_tensor(x) else ("numpy", None)
+            canonical, info = numpy_to_canonical(arr, layout, kind=kind, device=device)
+        if refused is None:
+            try:
                 check_channels(canonical, self.in_channels, info, tuple(arr.shape))
-        except InputError as exc:
-            if not guess or "convolution" not in str(exc):
-                raise
-            raise InputError(f"{exc} (These checks read the model's first registered convolution; if the model "
-                             f"runs another first, name the input's layout, e.g. layout='NCHW' or 'N...', and "
-                             f"the input is taken as given.)") from None
+            except InputError as exc:
+                refused = exc
+        if refused is not None and not named:
+            raise InputError(f"{refused} (These checks read the model's first registered convolution; if the "
+                             f"model runs another first, name the input's layout, e.g. layout='NCHW' or "
+                             f"'N...', and the model is tried on it.)") from None
+        if refused is not None:
+            self._try_one_row(canonical, refused)
         return canonical, info
+
+    def _try_one_row(self, canonical: np.ndarray, refused: InputError) -> None:
+        """Run one row of an input the shape checks refused (no gradients, in the call's modes):
+        the refusal stands, before any other model call, unless the model takes it."""
+        try:
+            with self.call_scope(), torch.no_grad():
+                self._logits(self._tensor(canonical[:1]))
+        except Exception as exc:  # noqa: BLE001 - the model's own complaint, chained
+            raise InputError(f"{refused} The model fails on it too: {type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
 
     def _device_canonical(self, x: torch.Tensor, layout: str) -> tuple[np.ndarray, InputInfo]:
         """``numpy_to_canonical`` for a tensor on the adapter's device: the checks and the layout

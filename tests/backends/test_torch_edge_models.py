@@ -245,3 +245,25 @@ def test_scores_never_write_into_the_methods_rows():
     kept = rows.copy()
     adapter.scores(rows, salplug.types.Targets(np.array([1, 2, 3])))
     np.testing.assert_array_equal(rows, kept)
+
+
+class CountingRows(nn.Module):
+    """make_cnn's network, recording the rows of every forward pass."""
+
+    def __init__(self):
+        super().__init__()
+        self.net, self.rows = make_cnn(), []
+
+    def forward(self, x):
+        self.rows.append(len(x))
+        return self.net(x)
+
+
+def test_a_named_layout_the_model_cannot_take_is_refused_after_one_row():
+    # Named layouts are tried on the model when the first-convolution checks refuse them: a
+    # real mismatch is still an InputError, after a single one-row forward pass.
+    model = CountingRows().eval()
+    x = torch.rand(4, 1, 8, 8)  # one channel for a three-channel network
+    with pytest.raises(InputError, match="fails on it too"):
+        salplug.explain(model, x, "integrated_gradients", target=1, layout="NCHW")
+    assert model.rows == [1]
