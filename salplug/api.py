@@ -12,16 +12,17 @@ import numpy as np
 
 from .errors import ModelOutputError, ParameterError, SalplugError, TargetError, did_you_mean
 from .plugins import PluginHost, get_host
-from .registry import instantiate, keyword_parameters, resolve_keywords
+from .registry import backend_failure, call_plugin, instantiate, keyword_parameters, resolve_keywords
 from .types import Attribution, Context, MethodOutput, Targets
 
 DEFAULT_BATCH_SIZE = 16
+CHECKING = "checking the parameters (its check())"
 
 
 def create_adapter(host: PluginHost, model: Any, backend: str = "auto", **options: Any) -> Any:
     """Wrap ``model`` in the adapter of ``backend`` ("auto" asks the detect_backend hook)."""
     if backend in (None, "auto"):
-        backend = host.detect_backend(model)
+        backend = host.detect_backend(model, registered=True)
         if backend is None:
             raise SalplugError(
                 f"Could not tell which backend runs a model of type {type(model).__module__}."
@@ -31,7 +32,12 @@ def create_adapter(host: PluginHost, model: Any, backend: str = "auto", **option
     component = host.backends.get(backend)
     adapter_cls = component.load()
     _check_backend_options(component.name, adapter_cls, options)
-    adapter = adapter_cls(model, **options)
+    try:
+        adapter = adapter_cls(model, **options)
+    except SalplugError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - one paragraph naming the backend (and its plugin)
+        raise backend_failure(component, exc) from exc
     adapter.name = component.name
     return adapter
 
@@ -102,7 +108,7 @@ def run_method(ctx: Context, name: str, x: np.ndarray, targets: Targets,
     method = load_method(ctx.host, name, ctx.adapter)
     full = resolve_params(method, params)
     if not checked and hasattr(method, "check"):
-        method.check(ctx, x, targets, **full)
+        call_plugin(ctx.host.methods.get(name), CHECKING, method.check, ctx, x, targets, **full)
     out = method.explain(ctx, x, targets, **full)
     if not isinstance(out, MethodOutput):
         out = MethodOutput(out)
@@ -284,7 +290,7 @@ class Explainer:
         size = batch_size or self.batch_size
         ctx = Context(self.adapter, self.host, size, self.progress if progress is None else progress, info)
         if hasattr(m, "check"):  # parameter values, before the top-1 forward pass
-            m.check(ctx, canonical, Targets.none(), **full)
+            call_plugin(self.host.methods.get(m.name), CHECKING, m.check, ctx, canonical, Targets.none(), **full)
         if batch_size is None and self._auto_batch and hasattr(self.adapter, "batch_size_for"):
             ctx.batch_size = size = self.adapter.batch_size_for(canonical)
         scope = getattr(self.adapter, "call_scope", None)  # per-call state of a backend (tf1: weights read once)

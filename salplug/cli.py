@@ -179,7 +179,7 @@ def evaluate_command(config, metrics, out_dir, target, layer, backend, device, b
     overrides = {"evaluation.folder": _absolute(out_dir),
                  **_overrides(backend, device, batch_size, seed, target, layer)}
     cfg = load_config(config, overrides=overrides, host=host)
-    result = evaluate_config(cfg, host=host, quiet=quiet, metrics=list(metrics) or None)
+    result = evaluate_config(cfg, host=host, quiet=quiet, metrics=list(metrics) or None, source=str(config))
     click.echo(result.table())
     for note in [] if quiet else result.notes:
         click.secho(f"note: {note}", fg="yellow", err=True)

@@ -13,12 +13,14 @@ are relative to the file's folder. See docs/config.md for every key.
 
 from __future__ import annotations
 
+import json
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, ValidationError, field_validator
 
 from .errors import SalplugError, closest
 
@@ -92,9 +94,34 @@ def _not_bool(value: Any) -> Any:
     return value
 
 
+def _real_number(value: Any) -> Any:
+    """A finite number (or a list of them); true/false, inf and nan are refused."""
+    for v in value if isinstance(value, (list, tuple)) else (value,):
+        if isinstance(v, bool):
+            raise ValueError(f"expected a number, not {str(v).lower()}")
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ValueError(f"expected a finite number, not {v}")
+    return value
+
+
+def _one_or_per_channel(value: Any) -> Any:
+    """One number, or three (one per RGB channel)."""
+    if isinstance(value, (list, tuple)) and len(value) != 3:
+        raise ValueError(f"give one number, or three (one per RGB channel); got {len(value)} numbers "
+                         f"{list(value)!r}")
+    return _real_number(value)
+
+
 #: An int, or its digits (environment, flags); true/false are not numbers here.
 Count = Annotated[int, BeforeValidator(_not_bool), Field(ge=1)]
 Seed = Annotated[int, BeforeValidator(_not_bool), Field(ge=0)]
+Side = Annotated[int, BeforeValidator(_not_bool)]
+Number = Annotated[float, BeforeValidator(_real_number)]
+PerChannel = Annotated[Union[float, tuple[float, float, float]], BeforeValidator(_one_or_per_channel)]
+
+#: Longest explanation name: it names files (``<name>_<visualizer>.png``), which most file systems
+#: limit to 255 bytes.
+MAX_NAME_BYTES = 100
 
 
 class _Section(BaseModel):
@@ -104,16 +131,18 @@ class _Section(BaseModel):
 class Preprocessing(_Section):
     """How a photo becomes the network input: RGB in [0, 1], resized, then ``(x * scale - mean) / std``."""
 
-    size: Union[int, tuple[int, int], None] = Field(None, description="side (or [height, width]); None keeps the photo's size")
-    scale: float = 1.0
-    mean: Union[float, tuple[float, float, float]] = 0.0
-    std: Union[float, tuple[float, float, float]] = 1.0
+    size: Union[Side, tuple[Side, Side], None] = Field(None, description="side (or [height, width]); None keeps the photo's size")
+    scale: Number = 1.0
+    mean: PerChannel = 0.0
+    std: PerChannel = 1.0
 
     @field_validator("size", mode="before")
     @classmethod
     def _one_side_or_two(cls, value):
         if isinstance(value, (list, tuple)) and len(value) != 2:
             raise ValueError(f"size is one side or [height, width]; got {len(value)} numbers {list(value)!r}")
+        if isinstance(value, bool) or (isinstance(value, (list, tuple)) and any(isinstance(v, bool) for v in value)):
+            raise ValueError(f"size is a number of pixels (one side or [height, width]), not {json.dumps(value)}")
         return value
 
     @field_validator("size")
@@ -169,6 +198,9 @@ class Explanation(_Section):
     def _file_safe(cls, value):
         if value is not None and (not value or any(c in value for c in '/\\:*?"<>|')):
             raise ValueError(f"name is used in file names; use letters, digits, '_', '-', '.'; got {value!r}")
+        if value is not None and len(value.encode("utf-8")) > MAX_NAME_BYTES:
+            raise ValueError(f"name is used in file names, so it may be at most {MAX_NAME_BYTES} bytes long; "
+                             f"got {len(value.encode('utf-8'))} ({value[:40]!r}...)")
         return value
 
 
@@ -178,7 +210,7 @@ class Outputs(_Section):
     folder: str = "salplug-out"
     visualizers: list[str] = Field(default_factory=lambda: ["auto"])
     formats: list[Literal["png", "npz", "json", "grid", "html"]] = Field(default_factory=lambda: list(FORMATS))
-    overwrite: bool = True
+    overwrite: StrictBool = True
 
 
 class MetricEntry(_Section):
@@ -193,7 +225,7 @@ class Evaluation(_Section):
     """What ``salplug evaluate`` scores the explanations with (see docs/evaluation.md)."""
 
     metrics: list[Union[str, MetricEntry]] = Field(default_factory=lambda: ["insertion", "deletion"])
-    include_random: bool = True
+    include_random: StrictBool = True
     folder: Union[str, None] = Field(None, description="default: <outputs.folder>/evaluation")
     batch_size: Union[Count, None] = None
 
@@ -251,8 +283,6 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         except yaml.YAMLError as exc:
             raise ConfigError(f"is not valid YAML: {exc}.", str(path)) from None
     elif suffix == ".json":
-        import json
-
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -286,16 +316,32 @@ def find_config(folder: str | Path = ".") -> Path | None:
     return None
 
 
-def _set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
+#: Keys that an override (flag, variable, call argument) of the first key sets too: the one
+#: batch size a user asks for beats both keys of the file (see docs/config.md, "Precedence").
+LINKED_KEYS: dict[str, tuple[str, ...]] = {"model.batch_size": ("evaluation.batch_size",)}
+
+
+def _set_path(data: dict[str, Any], dotted: str, value: Any, who: str) -> None:
+    """Set ``data[a][b]... = value``; a missing table is created, a value that is not a table is an error."""
     node = data
     *parents, last = dotted.split(".")
-    for key in parents:
+    for i, key in enumerate(parents):
         child = node.get(key)
-        if not isinstance(child, dict):
+        if child is None and key not in node:
             child = {}
             node[key] = child
+        elif not isinstance(child, dict):
+            where = ".".join(parents[:i + 1])
+            raise ConfigError(f"{where}: is {child!r}, not a table, so {who} cannot set {dotted} in it. Write "
+                              f"{where} as a table of keys ([{where}] in TOML){_section_hint(where, child)}.")
         node = child
     node[last] = value
+
+
+def _section_hint(where: str, value: Any) -> str:
+    if where == "model" and isinstance(value, str):
+        return f", e.g. [model] with source = {value!r}"
+    return ""
 
 
 def apply_overrides(data: Mapping[str, Any], overrides: Mapping[str, Any] | None = None,
@@ -303,6 +349,8 @@ def apply_overrides(data: Mapping[str, Any], overrides: Mapping[str, Any] | None
     """A copy of ``data`` with ``SALPLUG_*`` environment values, then ``overrides``, applied.
 
     ``overrides`` maps dotted keys (``"model.backend"``) to values; None values are skipped.
+    A key of :data:`LINKED_KEYS` sets its linked keys too. A section that is present but not a
+    table is a :class:`ConfigError` (never replaced by the override).
     """
     import copy
 
@@ -313,10 +361,12 @@ def apply_overrides(data: Mapping[str, Any], overrides: Mapping[str, Any] | None
             value = env[var]
             if var in ENV_PATHS:  # like --out: a relative path starts at the working folder
                 value = str(Path(value).expanduser().absolute())
-            _set_path(out, key, value)
+            for k in (key, *LINKED_KEYS.get(key, ())):
+                _set_path(out, k, value, f"the variable {var}")
     for key, value in (overrides or {}).items():
         if value is not None:
-            _set_path(out, key, value)
+            for k in (key, *LINKED_KEYS.get(key, ())):
+                _set_path(out, k, value, "a command-line flag or call argument")
     return out
 
 
@@ -434,13 +484,28 @@ def _check_name(registry: Any, kind: str, name: str, where: str, source: str | N
 def _check_visualizers(names: list[str] | None, host: Any, where: str, source: str | None) -> None:
     accepted = ["auto", "regions", *host.visualizers.names()]
     for i, vis in enumerate(names or ()):
-        if vis not in accepted and vis not in host.visualizers:
-            raise _unknown("visualizer", vis, accepted, f"{where}[{i}]", source)
+        if visualizer_name(vis, host) is None:
+            aliases = [a for c in host.visualizers.components() for a in c.aliases]
+            raise _unknown("visualizer", vis, accepted, f"{where}[{i}]", source, [*accepted, *aliases])
+
+
+def visualizer_name(name: str, host: Any) -> str | None:
+    """The registered name ``name`` stands for (case, ``-`` and aliases as for methods), "auto" or
+    "regions"; None when unknown."""
+    from .errors import UnknownComponentError
+
+    try:
+        return host.visualizers.get(name).name
+    except UnknownComponentError:
+        key = str(name).lower().replace("-", "_")
+        return key if key in ("auto", "regions") else None
 
 
 def check_names(config: Config, host: Any, *, source: str | None = None) -> None:
     """Backend, methods, method parameters and visualizers must be registered / accepted."""
     from .api import method_parameters
+    from .errors import PluginError
+    from .registry import create
 
     _check_name(host.backends, "backend", config.model.backend, "model.backend", source)
     src = config.model.source
@@ -454,9 +519,14 @@ def check_names(config: Config, host: Any, *, source: str | None = None) -> None
     for i, exp in enumerate(config.explanations):
         where = f"explanations[{i}]"
         method = _check_name(host.methods, "method", exp.method, f"{where}.method", source)
-        cls = host.methods.get(method).load()
-        instance = cls() if isinstance(cls, type) else cls
-        accepted, var_kw = method_parameters(instance)
+        try:
+            instance = create(host.methods.get(method))
+            accepted, var_kw = method_parameters(instance)
+        except PluginError as exc:
+            raise PluginError(f"{source + ': ' if source else ''}{where}.method: {exc}") from exc.__cause__
+        except Exception as exc:  # noqa: BLE001 - e.g. explain() without a signature to read
+            raise PluginError(f"{source + ': ' if source else ''}{where}.method: the parameters of method "
+                              f"{method!r} cannot be read: {type(exc).__name__}: {exc}") from exc
         if not var_kw:
             for key in exp.params:
                 if key not in accepted:
@@ -490,5 +560,8 @@ def load_config(path: str | Path | None = None, *, data: Mapping[str, Any] | Non
         source, base = str(path), Path(path).resolve().parent
     else:
         raw, source, base = dict(data or {}), None, Path.cwd()
-    merged = apply_overrides(raw, overrides, env)
+    try:
+        merged = apply_overrides(raw, overrides, env)
+    except ConfigError as exc:
+        raise ConfigError(str(exc), source) from None
     return validate_config(merged, source=source, base_dir=base, host=host)

@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ParameterError, SalplugError, model_failure
-from .registry import instantiate, resolve_keywords
+from .errors import InputError, ParameterError, SalplugError, model_failure
+from .registry import call_plugin, instantiate, resolve_keywords
 
 __all__ = ["DEFAULT_METHODS", "DEFAULT_METRICS", "EvaluationResult", "evaluate", "evaluate_config"]
 
@@ -280,7 +280,8 @@ class EvaluationResult:
                 ax.set_xticklabels(ticks, rotation=90, fontsize=7)
                 ax.axhline(0.0, color="0.7", linewidth=0.8)
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=8)
+            if ax.get_legend_handles_labels()[0]:  # no line (no image scored): no legend, no warning
+                ax.legend(fontsize=8)
             fig.tight_layout()
             path = folder / f"curve_{name}.png"
             fig.savefig(path, dpi=110)
@@ -314,9 +315,9 @@ class EvaluationResult:
         methods = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v['method'])} "
                           f"{html.escape(json.dumps(_jsonable(v['params'])))} ({v['seconds']:.2f} s)</li>"
                           for k, v in self.methods.items())
-        figures = "".join(f'<figure><img src="{html.escape(Path(p).name)}" alt="{html.escape(n)}">'
+        figures = "".join(f'<figure><img src="{_href(Path(p).name)}" alt="{html.escape(n)}">'
                           f"<figcaption>{html.escape(n)}</figcaption></figure>" for n, p in (plots or {}).items())
-        files = " · ".join(f'<a href="{html.escape(Path(p).name)}">{html.escape(k)}</a>' for k, p in (links or {}).items())
+        files = " · ".join(f'<a href="{_href(Path(p).name)}">{html.escape(k)}</a>' for k, p in (links or {}).items())
         return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>salplug evaluation</title>
 <style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}}
@@ -391,6 +392,13 @@ def _relabel(result: Any, label: str, name: str) -> Any:
         summary={f"{label}.{k}": v for k, v in result.summary.items()})
 
 
+def _href(name: str) -> str:
+    """A file name as an attribute value: URL-quoted (``#``, ``?``, ``%``), then HTML-escaped."""
+    from urllib.parse import quote
+
+    return html.escape(quote(name, safe="/"))
+
+
 def _fmt(value: Any) -> str:
     return "" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.6g}"
 
@@ -398,6 +406,17 @@ def _fmt(value: Any) -> str:
 # ---------------------------------------------------------------------------------------------
 # evaluate()
 # ---------------------------------------------------------------------------------------------
+
+def _check_metric(component: Any, metric: Any, label: str, ctx: Any, x: np.ndarray, targets: Any,
+                  params: dict[str, Any]) -> None:
+    """The metric's own check of its parameter values (if it has one), its failures named."""
+    if not hasattr(metric, "check"):
+        return
+    try:
+        call_plugin(component, "checking the parameters (its check())", metric.check, ctx, x, targets, **params)
+    except ParameterError as exc:
+        raise ParameterError(f"Metric {label!r}: {exc}") from None
+
 
 def _probe(ctx: Any, plan_methods: list[tuple[str, str, dict[str, Any]]]) -> Any:
     """The context a metric's check sees: the first method's name (for metrics that rerun it)."""
@@ -422,14 +441,88 @@ class _Recording:
         return getattr(self._adapter, name)
 
 
-def _images_to_canonical(adapter: Any, images: Any, layout: str | None) -> tuple[np.ndarray, Any]:
+def _images_to_canonical(adapter: Any, images: Any, layout: str | None,
+                         for_model: bool = True) -> tuple[np.ndarray, Any]:
+    """Canonical float32 images in [0, 1] (uint8 divided by 255). ``for_model=False`` (a
+    ``preprocess`` makes the model input): read as images, without the model's checks."""
     dtype = str(getattr(images, "dtype", ""))
     is_uint8 = dtype in ("uint8", "torch.uint8", "<dtype: 'uint8'>")
-    canonical, info = adapter.to_canonical(images, layout)
+    if for_model:
+        canonical, info = adapter.to_canonical(images, layout)
+    else:
+        from .layout import default_layout, numpy_to_canonical, read_array
+
+        if hasattr(images, "detach"):  # a torch tensor: channels first by default, as the torch backend reads it
+            arr, channels_first = images.detach().cpu().numpy(), True
+        elif hasattr(images, "numpy") and not isinstance(images, np.ndarray):  # a TensorFlow tensor
+            arr, channels_first = np.asarray(images.numpy()), False
+        else:
+            arr, channels_first = read_array(images), False
+        canonical, info = numpy_to_canonical(arr, layout or default_layout(arr.ndim, channels_first))
     canonical = np.asarray(canonical, np.float32)
     if is_uint8:
         canonical = canonical / np.float32(255.0)
     return canonical, info
+
+
+def _checked_result(result: Any, n: int, who: str) -> Any:
+    """``result`` if it is a MetricResult a table can be made of (scores of ``n`` values, each
+    with a direction), its scores as float64 arrays; else ModelOutputError saying what is wrong."""
+    from .errors import ModelOutputError
+    from .metrics.base import Curve, MetricResult
+
+    def bad(what: str) -> ModelOutputError:
+        return ModelOutputError(f"{who} {what}. A metric returns MetricResult(scores={{name: one value per "
+                                f"image}}, higher_is_better={{name: bool}}, ...); see docs/evaluation.md.")
+
+    if not isinstance(result, MetricResult):
+        raise bad(f"returned {type(result).__name__}, not a salplug.metrics.base.MetricResult")
+    fields = {"scores": result.scores, "higher_is_better": result.higher_is_better, "curves": result.curves,
+              "summary": result.summary, "extras": result.extras}
+    for key, value in fields.items():
+        if not isinstance(value, Mapping) or not all(isinstance(k, str) and k for k in value):
+            raise bad(f"returned {key} as {type(value).__name__}, not a mapping from names (strings)")
+    scores = {}
+    for name, values in result.scores.items():
+        try:
+            arr = np.asarray(values, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise bad(f"returned score {name!r} as {type(values).__name__}, not numbers") from None
+        if arr.shape != (n,):
+            raise bad(f"returned {arr.size} value(s) (shape {arr.shape}) for score {name!r} of {n} image(s); "
+                      f"give one value per image (NaN for one that could not be scored)")
+        if np.isinf(arr).any():
+            raise bad(f"returned infinite values for score {name!r}")
+        scores[name] = arr
+        direction = result.higher_is_better.get(name)
+        if not isinstance(direction, (bool, np.bool_)):
+            raise bad(f"says nothing about score {name!r} in higher_is_better" if direction is None else
+                      f"returned higher_is_better[{name!r}] = {direction!r}, not True or False")
+    for name, value in result.summary.items():
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+            raise bad(f"returned summary {name!r} = {value!r}, not a number")
+    for name, curve in result.curves.items():
+        if not isinstance(curve, Curve):
+            raise bad(f"returned curve {name!r} as {type(curve).__name__}, not a salplug.metrics.base.Curve")
+        x, y = np.shape(curve.x), np.shape(curve.y)
+        if len(x) != 1 or y != (n, x[0]):
+            raise bad(f"returned curve {name!r} with x of shape {x} and y of shape {y}; y is one row per "
+                      f"image, one column per x value ({n}, P)")
+    skipped = result.extras.get("skipped") or {}
+    if not isinstance(skipped, Mapping) or not all(
+            isinstance(per, Mapping) and all(isinstance(i, (int, np.integer)) and 0 <= i < n for i in per)
+            for per in skipped.values()):
+        raise bad("returned extras['skipped'] that is not {name: {image index: reason}}")
+    return dataclasses.replace(result, scores=scores)
+
+
+def _check_score_names(result: Any, mlabel: str, owners: dict[str, str]) -> None:
+    """Two metrics giving a column of the same name would hide one; say which and what to do."""
+    for name in (*result.scores, *result.summary):
+        owner = owners.setdefault(name, mlabel)
+        if owner != mlabel:
+            raise ParameterError(f"Metrics {owner!r} and {mlabel!r} both give a score called {name!r}, so one "
+                                 f"would hide the other in the table; give one of them another 'name'.")
 
 
 def evaluate(model: Any, images: Any, methods: Any = DEFAULT_METHODS, metrics: Any = DEFAULT_METRICS, *,
@@ -498,7 +591,7 @@ def evaluate(model: Any, images: Any, methods: Any = DEFAULT_METHODS, metrics: A
         check_destination(out_dir, where="out_dir", overwrite_key="overwrite", error=ParameterError)
     adapter = create_adapter(host, model, backend, **dict(backend_options or {}))
     size = int(batch_size or getattr(adapter, "default_batch_size", DEFAULT_BATCH_SIZE))
-    x, info = _images_to_canonical(adapter, images, layout)
+    x, info = _images_to_canonical(adapter, images, layout, for_model=preprocess is None)
     if x.ndim != 4:
         raise ParameterError(f"evaluate scores image maps: give images (N, H, W, C); got canonical shape {x.shape}.")
     n = len(x)
@@ -506,10 +599,21 @@ def evaluate(model: Any, images: Any, methods: Any = DEFAULT_METHODS, metrics: A
         raise ParameterError(f"names has {len(names)} entries for {n} images.")
     names = list(names) if names is not None else [f"image {i}" for i in range(n)]
     ctx = MetricContext(adapter, host, size, bool(progress), info, preprocess=preprocess, seed=int(seed))
-    x_in = ctx.model_input(x)
+    try:
+        x_in = ctx.model_input(x)
+    except SalplugError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the user's function may raise anything
+        raise ParameterError(f"preprocess(images) raised {type(exc).__name__}: {exc}") from exc
     if x_in.shape[:3] != x.shape[:3]:
         raise ParameterError(f"preprocess changed the images' size from {x.shape[1:3]} to {x_in.shape[1:3]}; "
                              f"metrics perturb pixels of the maps' size: resize before evaluate().")
+    if preprocess is not None:  # what the model gets must fit it (channels, rank; a named layout: as given)
+        try:
+            adapter.to_canonical(x_in, None if layout is None else "NHWC")
+        except InputError as exc:
+            raise InputError(f"preprocess(images) gives the model inputs of shape {x_in.shape}, which it cannot "
+                             f"take: {exc}") from None
 
     given = {}
     for label, values in maps.items():
@@ -528,10 +632,12 @@ def evaluate(model: Any, images: Any, methods: Any = DEFAULT_METHODS, metrics: A
         method = load_method(host, name, adapter)
         full = resolve_params(method, params)
         if hasattr(method, "check"):
-            method.check(ctx, x_in, Targets.none(), **full)
+            call_plugin(host.methods.get(method.name), "checking the parameters (its check())", method.check,
+                        ctx, x_in, Targets.none(), **full)
         plan_methods.append((label, method.name, full))
     plan_metrics = []
     for label, name, params in metric_specs:
+        component = host.metrics.get(name)
         metric = load_metric(host, name, adapter)
         if label == name:  # no label of its own: the registered name, whatever alias was typed
             label = metric.name
@@ -539,12 +645,15 @@ def evaluate(model: Any, images: Any, methods: Any = DEFAULT_METHODS, metrics: A
             raise ParameterError(f"Two metrics are called {label!r}{f' ({name!r} is {label!r})' if name != label else ''}; "
                                  f"to run a metric twice, give each entry a distinct 'name'.")
         full = resolve_keywords(metric.evaluate, params, f"Metric {name!r}")
-        if hasattr(metric, "check"):
-            try:
-                metric.check(_probe(ctx, plan_methods), x, None, **full)
-            except ParameterError as exc:
-                raise ParameterError(f"Metric {label!r}: {exc}") from None
+        _check_metric(component, metric, label, _probe(ctx, plan_methods), x, None, full)
         plan_metrics.append((label, metric, full))
+    for label, metric, _ in plan_metrics:  # a label that is another metric's name or alias: the same column
+        for other, other_metric, _ in plan_metrics:
+            taken = host.metrics.get(other_metric.name)
+            if other_metric.name != metric.name and label in (taken.name, *taken.aliases):
+                raise ParameterError(f"The metric entry called {label!r} ({metric.name}) takes the name of the "
+                                     f"metric {taken.name!r}, whose scores it would hide in the table; give it "
+                                     f"another 'name'.")
 
     # 2. targets (a forward pass for top-1), then the checks that need them
     recorder = _Recording(adapter)
@@ -566,11 +675,7 @@ def evaluate(model: Any, images: Any, methods: Any = DEFAULT_METHODS, metrics: A
         if ctx.probabilities:
             notes_first.append(PROBABILITIES_NOTE)
     for mlabel, metric, full in plan_metrics:
-        if hasattr(metric, "check"):
-            try:
-                metric.check(_probe(ctx, plan_methods), x, targets, **full)
-            except ParameterError as exc:
-                raise ParameterError(f"Metric {mlabel!r}: {exc}") from None
+        _check_metric(host.metrics.get(metric.name), metric, mlabel, _probe(ctx, plan_methods), x, targets, full)
 
     # 3. the work; each method run and each metric evaluation is one call of the backend's
     # (its call_scope: torch lists, freezes and sets eval mode once; tf1 reads weights once)
@@ -583,6 +688,7 @@ def evaluate(model: Any, images: Any, methods: Any = DEFAULT_METHODS, metrics: A
     attributions: dict[str, np.ndarray] = {}
     method_info: dict[str, dict[str, Any]] = {}
     skipped_runs: list[str] = []
+    owners: dict[str, str] = {}  # score name -> the metric label giving it
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -635,7 +741,10 @@ def evaluate(model: Any, images: Any, methods: Any = DEFAULT_METHODS, metrics: A
                     raise
                 except Exception as exc:  # noqa: BLE001 - the user's model may raise anything
                     raise model_failure(f"metric {mlabel!r} on method {label!r}", exc) from exc
-                results[(label, mlabel)] = _relabel(result, mlabel, metric.name)
+                who = f"Metric {mlabel!r} (from {host.metrics.get(metric.name).provider}) on method {label!r}"
+                result = _relabel(_checked_result(result, n, who), mlabel, metric.name)
+                _check_score_names(result, mlabel, owners)
+                results[(label, mlabel)] = result
                 method_info[label]["metric_seconds"][mlabel] = time.perf_counter() - begin
                 if bar is not None:
                     bar.update(1)
@@ -664,75 +773,61 @@ def evaluate(model: Any, images: Any, methods: Any = DEFAULT_METHODS, metrics: A
 # ---------------------------------------------------------------------------------------------
 
 def evaluate_config(config: Any, *, host: Any = None, quiet: bool = False, metrics: Any = None,
-                    out_dir: str | Path | None = None) -> EvaluationResult:
+                    out_dir: str | Path | None = None, source: str | None = None) -> EvaluationResult:
     """Evaluate the explanations of a validated :class:`~salplug.config.Config`.
 
-    The model, photos, target, seed and methods (``explanations``) come from the config; the
-    metrics from its ``evaluation`` section when the config model has one (``metrics``, ``folder``,
-    ``include_random``, ``batch_size``) or from ``metrics``; results go to ``out_dir`` (default:
-    ``<outputs.folder>/evaluation``), checked before the model loads and written as ``salplug
-    run`` writes its folder (staged, marked, never over a folder salplug did not write).
+    The model, photos, target, seed and methods (``explanations``) come from the config,
+    checked and prepared as ``salplug run`` does (errors name ``source``, the config file, and
+    the key); the metrics from its ``evaluation`` section when the config model has one
+    (``metrics``, ``folder``, ``include_random``, ``batch_size``) or from ``metrics``; results
+    go to ``out_dir`` (default: ``<outputs.folder>/evaluation``), checked before the model
+    loads and written as ``salplug run`` writes its folder (staged, marked, never over a
+    folder salplug did not write). The metrics perturb the photos as shown (resized), and
+    the model gets them through the config's preprocessing, as in ``salplug run``.
     """
-    from .api import load_method
     from .config import ConfigError
-    from .plugins import get_host
     from .outputs import check_destination
-    from .runner import _explanation_params, load_model, resolve_inputs
+    from .plugins import get_host
+    from .runner import _located, plan_run
 
     host = host or get_host()
     section = getattr(config, "evaluation", None)
     section = section.model_dump() if hasattr(section, "model_dump") else dict(section or {})
     chosen = metrics if metrics is not None else section.get("metrics") or list(DEFAULT_METRICS)
-    for _, name, _ in _specs(chosen, "metric", "metric"):  # unknown names: before loading the model
-        host.metrics.get(name)
+    where = "--metric" if metrics is not None else "evaluation.metrics"
+    from .registry import create
+
+    try:
+        specs = _specs(chosen, "metric", "metric")
+    except SalplugError as exc:
+        raise _located(exc, where, source) from None
+    for i, (_, name, params) in enumerate(specs):  # names, plugins and parameter names: before the model loads
+        try:
+            metric = create(host.metrics.get(name))
+            resolve_keywords(metric.evaluate, params, f"Metric {name!r}")
+        except SalplugError as exc:
+            raise _located(exc, f"{where}[{i}]", source) from exc.__cause__
     inside_run = not (out_dir or section.get("folder"))  # the default: <outputs.folder>/evaluation
     folder = out_dir or (config.path(section["folder"]) if section.get("folder") else
                          config.path(config.outputs.folder) / "evaluation")
     overwrite = config.outputs.overwrite
-    folder = check_destination(folder, overwrite=overwrite, where="evaluation.folder")
-    loaded = load_model(config, host)
-    photos = resolve_inputs(config)
-    prepared = [loaded.preprocess(p.pixels) for p in photos]
-    shapes = {shown.shape for _, shown in prepared}
+    folder = check_destination(folder, overwrite=overwrite, where="evaluation.folder")  # --out or the file
+    plan = plan_run(config, host=host, quiet=quiet, source=source, destination=False)
+    loaded = plan.loaded
+    shapes = {shown.shape for _, shown in plan.prepared}
     if len(shapes) != 1:
-        raise ParameterError(f"evaluate needs photos of one size (set model.preprocessing.size); got {sorted(shapes)}.")
-    images = np.stack([shown for _, shown in prepared])  # uint8, what the metrics perturb
-    preprocess = _fit_preprocess(loaded)
-    from .api import create_adapter
-
-    adapter = create_adapter(host, loaded.model, loaded.backend, **loaded.options)
-    methods = []
-    for exp in config.explanations:
-        method = load_method(host, exp.method, adapter)
-        methods.append({"method": exp.method, "name": exp.name or exp.method,
-                        "params": _explanation_params(exp, method, loaded, config, host)})
+        raise ConfigError(f"model.preprocessing: evaluate needs photos of one size (set model.preprocessing.size); "
+                          f"got {sorted(shapes)}.", source)
+    images = np.stack([shown for _, shown in plan.prepared])  # uint8, what the metrics perturb
+    methods = [{"method": exp.method, "name": exp.name or exp.method, "params": params}
+               for exp, _, params, _ in plan.steps]
     target = config.model.target
     target = None if target == "top1" else target
     result = evaluate(loaded.model, images, methods, chosen, backend=loaded.backend, target=target,
-                      preprocess=preprocess, batch_size=section.get("batch_size") or config.model.batch_size,
+                      preprocess=loaded.model_input, batch_size=section.get("batch_size") or config.model.batch_size,
                       seed=config.seed, include_random=section.get("include_random", True),
-                      progress=not quiet, names=[p.name for p in photos], host=host,
-                      backend_options=loaded.options)
+                      progress=not quiet, names=[p.name for p in plan.images], host=host,
+                      backend_options=loaded.options, layout="NHWC")  # NHWC, as run gives the model
     result._save(folder, ("csv", "json", "png", "html"), overwrite=overwrite, where="evaluation.folder",
                  overwrite_key="outputs.overwrite", error=ConfigError, claim_parent=inside_run)
     return result
-
-
-def _fit_preprocess(loaded: Any) -> Callable[[np.ndarray], np.ndarray]:
-    """The config's preprocessing as a function of canonical [0, 1] images of the network's size."""
-    if getattr(loaded, "prepare", None) is not None:
-        prepare = loaded.prepare
-
-        def custom(batch: np.ndarray) -> np.ndarray:
-            u8 = (np.clip(batch, 0, 1) * 255 + 0.5).astype(np.uint8)
-            return np.stack([np.asarray(prepare(img), np.float32).reshape(batch.shape[1:]) for img in u8])
-
-        return custom
-    scale = np.float32(loaded.scale)
-    mean = np.asarray(loaded.mean, np.float32)
-    std = np.asarray(loaded.std, np.float32)
-
-    def affine(batch: np.ndarray) -> np.ndarray:
-        return ((batch * scale - mean) / std).astype(np.float32)
-
-    return affine

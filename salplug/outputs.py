@@ -9,9 +9,10 @@ Shared by ``salplug run`` (runner) and ``salplug evaluate`` (evaluate).
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
-import tempfile
 import time
+import warnings
 from pathlib import Path
 
 from .config import ConfigError
@@ -32,6 +33,7 @@ def check_destination(folder: str | Path, *, overwrite: bool = True, where: str 
     ``overwrite``); never a file or somebody else's folder; its parent must be writable.
     """
     final = Path(folder).absolute()
+    real = _real(final)
     if final.exists():
         if not final.is_dir():
             raise error(f"{where}: {str(final)!r} is a file; choose a folder name.")
@@ -42,7 +44,7 @@ def check_destination(folder: str | Path, *, overwrite: bool = True, where: str 
             if not overwrite:
                 raise error(f"{where}: {str(final)!r} exists and {overwrite_key} is false; choose "
                             f"another folder or set {overwrite_key} = true.")
-    parent = final.parent
+    parent = real.parent
     while not parent.exists():
         parent = parent.parent
     if not parent.is_dir():
@@ -54,28 +56,48 @@ def check_destination(folder: str | Path, *, overwrite: bool = True, where: str 
     return final
 
 
+def _real(folder: Path) -> Path:
+    """Where ``folder`` lives: a symbolic link's target (written through, the link kept), else itself."""
+    return Path(os.path.realpath(folder)) if folder.is_symlink() else folder
+
+
+def _new_folder(parent: Path, prefix: str) -> Path:
+    """A fresh folder ``parent/<prefix><random>``, made with ``mkdir`` so it gets the usual
+    permissions (the umask), not ``tempfile.mkdtemp``'s 0700."""
+    for _ in range(100):
+        path = parent / f"{prefix}{os.getpid()}-{secrets.token_hex(4)}"
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        return path
+    raise FileExistsError(f"no free name for a staging folder in {str(parent)!r}")
+
+
 class Staging:
     """A hidden temporary folder next to ``final``, holding the marker, moved into place by :meth:`commit`.
 
-    ``claim_parent``: also mark ``final``'s parent as salplug output when this created it or it
-    was empty (``salplug evaluate`` writing inside the run's folder).
+    ``final`` may be a symbolic link to a folder: the folder it points to is replaced and the
+    link stays. ``claim_parent``: also mark ``final``'s parent as salplug output when this
+    created it or it was empty (``salplug evaluate`` writing inside the run's folder).
     """
 
     def __init__(self, final: Path, where: str = "outputs.folder", claim_parent: bool = False,
                  error: type[SalplugError] = ConfigError):
         self.final = final
+        self.target = _real(final)
         self.created: list[Path] = []
-        parent = final.parent
+        parent = self.target.parent
         missing = []
         while not parent.exists():
             missing.append(parent)
             parent = parent.parent
         try:
-            self.claim = claim_parent and (bool(missing) or not any(final.parent.iterdir()))
+            self.claim = claim_parent and (bool(missing) or not any(self.target.parent.iterdir()))
             for folder in reversed(missing):
                 folder.mkdir()
                 self.created.append(folder)
-            self.path = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+            self.path = _new_folder(self.target.parent, f".{self.target.name}.tmp-")
             (self.path / MARKER).write_text(MARKER_TEXT, encoding="utf-8")
         except OSError as exc:
             self.discard()
@@ -83,20 +105,33 @@ class Staging:
 
     def commit(self) -> None:
         old = None
-        if self.final.exists():
-            old = self.final.with_name(f".{self.final.name}.old-{os.getpid()}-{time.monotonic_ns()}")
-            self.final.rename(old)
-        self.path.rename(self.final)
+        if self.target.exists():
+            old = self.target.with_name(f".{self.target.name}.old-{os.getpid()}-{time.monotonic_ns()}")
+            self.target.rename(old)
+        self.path.rename(self.target)
         if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-        if self.claim and not (self.final.parent / MARKER).exists():
-            (self.final.parent / MARKER).write_text(MARKER_TEXT, encoding="utf-8")
+            _remove(old)
+        if self.claim and not (self.target.parent / MARKER).exists():
+            (self.target.parent / MARKER).write_text(MARKER_TEXT, encoding="utf-8")
 
     def discard(self) -> None:
         if hasattr(self, "path"):
-            shutil.rmtree(self.path, ignore_errors=True)
+            _remove(self.path)
         for folder in reversed(self.created):
             try:
                 folder.rmdir()
             except OSError:
                 break
+
+
+def _remove(path: Path) -> None:
+    """Delete a folder salplug replaced (a link: the link only); a failure is a warning, not silence."""
+    try:
+        if path.is_symlink() or not path.is_dir():
+            path.unlink()
+        else:
+            shutil.rmtree(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        warnings.warn(f"salplug could not delete {str(path)!r} ({exc}); delete it by hand.", stacklevel=3)

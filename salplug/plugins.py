@@ -22,7 +22,7 @@ import pluggy
 
 from . import hookspecs
 from .errors import PluginError, PluginLoadWarning
-from .registry import KINDS, Component, Registry
+from .registry import KINDS, Component, Registry, _reraise_interrupt
 
 PROJECT = "salplug"
 ENTRY_POINT_GROUP = "salplug"
@@ -244,25 +244,44 @@ class PluginHost:
             self.add_plugin(plugin, ep.name, distribution=dist_name, version=version)
 
     # -- backend detection -----------------------------------------------------------------
-    def detect_backend(self, model: Any) -> str | None:
-        """The first non-None answer of the plugins' detectors; one that raises is skipped with a warning."""
+    def detect_backend(self, model: Any, *, registered: bool = False) -> str | None:
+        """The first usable answer of the plugins' detectors: a backend name.
+
+        A detector that raises, or answers something that is not a name (a string), is skipped
+        with a warning naming its plugin (an error under strict mode). ``registered``: a name
+        that is not a registered backend is skipped the same way (``create_adapter`` asks so).
+        """
         impls = self.pm.hook.detect_backend.get_hookimpls()
         if any(getattr(i, "hookwrapper", False) or getattr(i, "wrapper", False) for i in impls):
-            return self.pm.hook.detect_backend(model=model)  # wrappers need pluggy's own call loop
+            answer = self.pm.hook.detect_backend(model=model)  # wrappers need pluggy's own call loop
+            if answer is not None and not self._usable(answer, registered):
+                raise PluginError(f"A detect_backend hook answered {_short_repr(answer)} for a model of type "
+                                  f"{type(model).__qualname__}, which is not a registered backend "
+                                  f"({', '.join(self.backends.names())}). Pass backend= explicitly.")
+            return answer
         for impl in reversed(impls):  # pluggy's call order: tryfirst / last registered first
             try:
                 answer = impl.function(*[{"model": model}[arg] for arg in impl.argnames])
             except Exception as exc:  # noqa: BLE001 - one broken detector must not break auto-detection
-                self._detector_failed(impl.plugin_name, exc)
+                self._detector_failed(impl.plugin_name, f"raised {_describe(exc)}", exc)
                 continue
-            if answer is not None:
-                return answer
+            if answer is None:
+                continue
+            if not self._usable(answer, registered):
+                what = "registered backend" if isinstance(answer, str) else "backend name (a string)"
+                self._detector_failed(impl.plugin_name, f"answered {_short_repr(answer)}, which is not a {what} "
+                                                        f"(registered: {', '.join(self.backends.names())})")
+                continue
+            return answer
         return None
 
-    def _detector_failed(self, plugin_name: str, exc: Exception) -> None:
+    def _usable(self, answer: Any, registered: bool) -> bool:
+        return isinstance(answer, str) and bool(answer) and (not registered or answer in self.backends)
+
+    def _detector_failed(self, plugin_name: str, what: str, exc: Exception | None = None) -> None:
         info = self.plugins.get(plugin_name) or PluginInfo(plugin_name)
         who = f"{plugin_name!r}" + (f" from {_origin(info)}" if info.distribution else "")
-        message = (f"salplug plugin {who}: its detect_backend hook raised {_describe(exc)}; it was skipped and "
+        message = (f"salplug plugin {who}: its detect_backend hook {what}; it was skipped and "
                    f"the other detectors answered. Pass backend= explicitly, fix the plugin, or block it with "
                    f"SALPLUG_BLOCK_PLUGINS={plugin_name}.")
         if self.strict:
@@ -272,10 +291,10 @@ class PluginHost:
             warnings.warn(message, PluginLoadWarning, stacklevel=3)
 
 
-def _reraise_interrupt(exc: BaseException) -> None:
-    """Let Ctrl-C (and interpreter shutdown) through; everything else a plugin raises is its failure."""
-    if isinstance(exc, (KeyboardInterrupt, GeneratorExit)):
-        raise exc
+def _short_repr(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    text = text if len(text) <= limit else text[:limit] + "..."
+    return text if isinstance(value, str) else f"{text} (of type {type(value).__name__})"
 
 
 def _describe(exc: BaseException) -> str:

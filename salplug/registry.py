@@ -19,8 +19,10 @@ from .errors import (
     BackendUnavailableError,
     CapabilityError,
     DuplicateComponentError,
+    ModelOutputError,
     ParameterError,
     PluginError,
+    SalplugError,
     UnknownComponentError,
     closest,
     did_you_mean,
@@ -75,6 +77,13 @@ class Component:
                 f"The {self.kind} {self.name!r} from {self.provider} could not be imported "
                 f"from {module_name!r}: {exc}"
             ) from exc
+        except BaseException as exc:  # noqa: BLE001 - a plugin module may raise anything on import
+            _reraise_interrupt(exc)
+            raise PluginError(
+                f"The {self.kind} {self.name!r} from {self.provider} could not be imported from "
+                f"{module_name!r}: importing it raised {describe_exception(exc)}. Fix or uninstall the plugin, or "
+                f"block it with SALPLUG_BLOCK_PLUGINS={self.plugin}."
+            ) from exc
         obj = module
         for part in attr.split(".") if attr else ():
             try:
@@ -83,6 +92,11 @@ class Component:
                 raise PluginError(
                     f"The {self.kind} {self.name!r} from {self.provider} points to "
                     f"{self.target!r}, but {module_name!r} has no attribute {part!r}."
+                ) from exc
+            except Exception as exc:  # noqa: BLE001 - a module __getattr__ may raise anything
+                raise PluginError(
+                    f"The {self.kind} {self.name!r} from {self.provider} points to {self.target!r}; "
+                    f"reading {part!r} raised {describe_exception(exc)}."
                 ) from exc
         self._loaded = obj
         return obj
@@ -192,24 +206,46 @@ class Registry:
 # From a component to a checked instance (methods and metrics alike)
 # ---------------------------------------------------------------------------------------------
 
+def create(component: Component) -> Any:
+    """Load ``component`` and instantiate it when its target is a class (a method or metric object).
+
+    Whatever the plugin raises (importing, or in ``__init__``) becomes a :class:`PluginError`
+    naming the component and its distribution.
+    """
+    target = component.load()
+    if not isinstance(target, type):
+        return target
+    who = f"{component.kind.capitalize()} {component.name!r} (from {component.provider})"
+    problem = _arguments_needed(target)
+    if problem:
+        raise PluginError(f"{who}: salplug instantiates {target.__name__} without arguments, but it needs "
+                          f"some ({problem}). Fix the plugin: give them defaults.")
+    try:
+        return target()
+    except BaseException as exc:  # noqa: BLE001 - a plugin's __init__ may raise anything
+        _reraise_interrupt(exc)
+        raise PluginError(f"{who}: creating {target.__name__}() raised {describe_exception(exc)}. Fix or "
+                          f"uninstall the plugin that provides it, or block it with "
+                          f"SALPLUG_BLOCK_PLUGINS={component.plugin}.") from exc
+
+
 def instantiate(component: Component, adapter: Any) -> Any:
     """Load ``component``, instantiate it (when a class) and check ``adapter`` provides what it requires."""
-    target = component.load()
+    obj = create(component)
     who = f"{component.kind.capitalize()} {component.name!r} (from {component.provider})"
-    if isinstance(target, type):
-        problem = _arguments_needed(target)
-        if problem:
-            raise PluginError(f"{who}: salplug instantiates {target.__name__} without arguments, but it needs "
-                              f"some ({problem}). Fix the plugin: give them defaults.")
-        obj = target()
-    else:
-        obj = target
     attr = "evaluate" if component.kind == "metric" else "explain"
     if not callable(getattr(obj, attr, None)):
         raise PluginError(f"{who} is a {type(obj).__name__} without an {attr}() method; a {component.kind} "
                           f"target must be a class with {attr}() (or an instance of one). Fix the plugin's "
                           f"register() call.")
-    requires = frozenset(component.metadata.get("requires", ())) | frozenset(getattr(obj, "requires", ()))
+    try:
+        own = frozenset(getattr(obj, "requires", ()) or ())
+        if not all(isinstance(r, str) for r in own):
+            raise TypeError(f"requires holds {sorted(map(repr, own))}, not capability names")
+    except Exception as exc:  # noqa: BLE001 - a plugin's odd ``requires`` attribute
+        raise PluginError(f"{who}: its requires attribute is not a set of capability names "
+                          f"({describe_exception(exc)}). Fix the plugin.") from exc
+    requires = frozenset(component.metadata.get("requires", ())) | own
     missing = requires - frozenset(adapter.provides)
     if missing:
         raise CapabilityError(
@@ -217,8 +253,56 @@ def instantiate(component: Component, adapter: Any) -> Any:
             f"{adapter.name!r} backend does not provide (it provides: "
             f"{', '.join(sorted(adapter.provides)) or 'nothing'}). Use another backend or {component.kind}."
         )
-    obj.name = component.name
+    try:
+        obj.name = component.name
+    except Exception as exc:  # noqa: BLE001 - slots, a read-only property
+        raise PluginError(f"{who}: salplug sets .name on the {type(obj).__name__} object, which refused "
+                          f"({describe_exception(exc)}). Fix the plugin.") from exc
     return obj
+
+
+def call_plugin(component: Component, what: str, func: Any, *args: Any, **kwargs: Any) -> Any:
+    """``func(*args, **kwargs)``, a plugin's code: a salplug error passes unchanged, anything else
+    becomes a :class:`PluginError` naming the component, its distribution and ``what`` it was doing."""
+    try:
+        return func(*args, **kwargs)
+    except SalplugError:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - third-party code may raise anything
+        _reraise_interrupt(exc)
+        raise PluginError(f"{component.kind.capitalize()} {component.name!r} (from {component.provider}): "
+                          f"{what} raised {describe_exception(exc)}. Fix or uninstall the plugin that provides "
+                          f"it, or choose another {component.kind}.") from exc
+
+
+def backend_failure(component: Component, exc: BaseException) -> SalplugError:
+    """An exception from a backend's adapter constructor (``target(model, **options)``) as one
+    paragraph naming the backend: a :class:`PluginError` for a plugin's backend, a
+    :class:`ModelOutputError` (the model, most likely) for salplug's own."""
+    if component.distribution == "salplug":
+        error: SalplugError = ModelOutputError(f"The {component.name!r} backend could not take the model: "
+                                               f"{describe_exception(exc)}")
+    else:
+        error = PluginError(f"The {component.name!r} backend (from {component.provider}) could not take the "
+                            f"model: {describe_exception(exc)}. Fix or uninstall the plugin that provides it, "
+                            f"or choose another backend.")
+    error.backend = component.name  # where the failure lies, for callers naming a config key
+    return error
+
+
+def _reraise_interrupt(exc: BaseException) -> None:
+    """Let Ctrl-C (and interpreter shutdown) through; everything else a plugin raises is its failure."""
+    if isinstance(exc, (KeyboardInterrupt, GeneratorExit)):
+        raise exc
+
+
+def describe_exception(exc: BaseException, limit: int = 500) -> str:
+    """``Type: message`` in one paragraph (``sys.exit`` said as such), cut to ``limit`` characters."""
+    if isinstance(exc, SystemExit):
+        return f"the plugin called sys.exit({exc.code!r})"
+    text = " ".join(str(exc).split()) or "(no message)"
+    text = text if len(text) <= limit else text[:limit] + " [...]"
+    return f"{type(exc).__name__}: {text}"
 
 
 @functools.lru_cache(maxsize=1024)

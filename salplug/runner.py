@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 
@@ -56,7 +57,13 @@ class ImageInput:
 
 
 def _rgb(image: np.ndarray, what: str) -> np.ndarray:
-    image = np.asarray(image)
+    try:
+        image = np.asarray(image)
+    except Exception as exc:  # noqa: BLE001 - ragged or odd objects (a tuple of arrays)
+        raise ConfigError(f"{what} is not an image ({type(image).__name__} that is not one array: "
+                          f"{type(exc).__name__}: {exc}).") from None
+    if image.dtype.kind not in "uifb":
+        raise ConfigError(f"{what} is not an image (values of dtype {image.dtype}, shape {image.shape}).")
     if image.ndim == 2:
         image = np.repeat(image[..., None], 3, axis=2)
     if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
@@ -87,6 +94,9 @@ def load_sample_image(name: str, where: str = "inputs.samples") -> np.ndarray:
     except Exception as exc:  # noqa: BLE001 - e.g. a sample that needs a download (pooch)
         raise ConfigError(f"{where}: the scikit-image sample {name!r} could not be loaded ({exc}); "
                           f"use one shipped with scikit-image, e.g. chelsea or coffee.") from None
+    if isinstance(image, (tuple, list)):
+        raise ConfigError(f"{where}: the scikit-image sample {name!r} is {len(image)} items, not one photo; "
+                          f"choose a single photo, e.g. chelsea or coffee.")
     return _rgb(image, f"{where}: {name!r}")
 
 
@@ -214,23 +224,19 @@ class LoadedModel:
     layer: Any = None
     options: dict[str, Any] = field(default_factory=dict)
     layer_names: dict[str, Any] = field(default_factory=dict)  # config name -> the backend's own layer
+    prepare_spec: str | None = None  # the config's "module:function" of ``prepare``
 
     def backend_layer(self, layer: Any) -> Any:
         """The layer as the backend takes it (built-in models keep torch-style names everywhere)."""
         return self.layer_names.get(layer, layer) if isinstance(layer, str) else layer
 
-    def preprocess(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def preprocess(self, pixels: np.ndarray, name: str = "a photo") -> tuple[np.ndarray, np.ndarray]:
         """(network input (H, W, C) float32, the photo as shown, uint8 (H, W, 3) of the same size)."""
         from skimage.transform import resize
 
         image = pixels.astype(np.float32) / 255.0
         if self.prepare is not None:
-            x = np.asarray(self.prepare(pixels), dtype=np.float32)
-            if x.ndim == 4 and x.shape[0] == 1:
-                x = x[0]
-            if x.ndim != 3:
-                raise ConfigError(f"model.preprocessing: the function returned shape {x.shape}; it must return one "
-                                  f"image (H, W, C), channels last.")
+            x = self._prepared(pixels, name)
             shown = image
             if shown.shape[:2] != x.shape[:2]:
                 shown = resize(image, x.shape[:2], order=1, anti_aliasing=True, preserve_range=True)
@@ -238,8 +244,37 @@ class LoadedModel:
             if self.size is not None and image.shape[:2] != self.size:
                 image = resize(image, self.size, order=1, anti_aliasing=True, preserve_range=True)
             shown = np.clip(image, 0.0, 1.0).astype(np.float32)
-            x = (shown * np.float32(self.scale) - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+            x = self._normalised(shown)
         return x.astype(np.float32), (np.clip(shown, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+    def model_input(self, images: np.ndarray) -> np.ndarray:
+        """The network input (N, H, W, C) float32 for photos as shown, (N, H, W, 3) in [0, 1], as
+        :meth:`preprocess` makes it (``salplug evaluate`` feeds its perturbed photos through this)."""
+        images = np.asarray(images, np.float32)
+        if self.prepare is None:
+            return self._normalised(images).astype(np.float32)
+        u8 = (np.clip(images, 0, 1) * 255 + 0.5).astype(np.uint8)
+        return np.stack([self._prepared(img, "a photo") for img in u8]).astype(np.float32)
+
+    def _normalised(self, image: np.ndarray) -> np.ndarray:
+        return (image * np.float32(self.scale) - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+
+    def _prepared(self, pixels: np.ndarray, name: str) -> np.ndarray:
+        """The custom preprocessing function's network input for one uint8 photo, checked."""
+        what = f"the function {self.prepare_spec!r}" if self.prepare_spec else "the function"
+        try:
+            x = np.asarray(self.prepare(pixels), dtype=np.float32)
+        except SalplugError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the user's function may raise anything
+            raise ConfigError(f"model.preprocessing: {what} failed on {name}: {type(exc).__name__}: "
+                              f"{' '.join(str(exc).split()) or '(no message)'}") from None
+        if x.ndim == 4 and x.shape[0] == 1:
+            x = x[0]
+        if x.ndim != 3:
+            raise ConfigError(f"model.preprocessing: {what} returned shape {x.shape}; it must return one "
+                              f"image (H, W, C), channels last.")
+        return x
 
     def label(self, index: int) -> str:
         if self.labels is not None and 0 <= index < len(self.labels):
@@ -257,9 +292,14 @@ def _import(spec: str, base_dir: str, where: str) -> Any:
                 raise ConfigError(f"{where}: no such file {str(path)!r}.")
             module = _exec_file(path)
         else:
-            if base_dir not in sys.path:
+            added = base_dir not in sys.path
+            if added:
                 sys.path.insert(0, base_dir)
-            module = importlib.import_module(module_name)
+            try:
+                module = importlib.import_module(module_name)
+            finally:  # the config's folder only while importing, as for a .py file
+                if added and base_dir in sys.path:
+                    sys.path.remove(base_dir)
     except ConfigError:
         raise
     except Exception as exc:  # noqa: BLE001 - a user's module may raise anything on import
@@ -364,6 +404,7 @@ def load_model(config: Config, host: Any) -> LoadedModel:
                 setattr(loaded, key, getattr(pre, key))
     elif isinstance(pre, str):
         loaded.prepare = _import(pre, config.base_dir, "model.preprocessing")
+        loaded.prepare_spec = pre
         if not callable(loaded.prepare):
             raise ConfigError(f"model.preprocessing: {pre!r} is not a function.")
     if cfg.labels is not None:
@@ -431,12 +472,17 @@ def regions(values: np.ndarray, image: np.ndarray | None = None, *, fraction: fl
     return out
 
 
-def _visualizers_for(exp: Explanation, method: str, config: Config) -> list[str]:
+def _visualizers_for(exp: Explanation, method: str, config: Config, host: Any) -> list[str]:
+    """The registered names of the explanation's visualizers, each once ("auto" picked per method)."""
+    from .config import visualizer_name
+
     names = config.outputs.visualizers if exp.visualizers is None else exp.visualizers
     out = []
     for name in names:
+        name = visualizer_name(name, host) or name
         if name == "auto":
             name = "regions" if method == "xrai" else ("heatmap" if method in _HEATMAP_METHODS else "grayscale")
+            name = visualizer_name(name, host) or name
         if name not in out:
             out.append(name)
     return out
@@ -454,8 +500,7 @@ def _render(name: str, values: np.ndarray, shown: np.ndarray, host: Any) -> np.n
 
     if name == "regions" and "regions" not in host.visualizers:
         return regions(values, shown)
-    image = shown if name in ("heatmap", "overlay", "regions") else None
-    return render(name, values, image=image, host=host)
+    return render(name, values, image=shown, host=host)  # every visualizer gets the photo (it may ignore it)
 
 
 def _grid(path: Path, title: str, tiles: list[tuple[str, np.ndarray]], columns: int = 4) -> None:
@@ -500,6 +545,11 @@ def _jsonable(value: Any) -> Any:
     return f"<{type(value).__name__}>"
 
 
+def _href(path: str) -> str:
+    """A relative file path as an attribute value: URL-quoted (``#``, ``?``, ``%``), then HTML-escaped."""
+    return html.escape(quote(path, safe="/"))
+
+
 def _index_html(entries: list[dict[str, Any]], title: str, skipped: list[dict[str, str]]) -> str:
     e = html.escape
     parts = [
@@ -514,13 +564,13 @@ def _index_html(entries: list[dict[str, Any]], title: str, skipped: list[dict[st
         parts.append(f"<h2>{e(entry['image'])}: {e(pred['label'])} (class {pred['class']}, "
                      f"p={pred['probability']:.2f})</h2>")
         if entry.get("grid"):
-            parts.append(f'<p><img src="{e(entry["grid"])}" alt="{e(entry["image"])} grid"></p>')
+            parts.append(f'<p><img src="{_href(entry["grid"])}" alt="{e(entry["image"])} grid"></p>')
         parts.append("<table><tr><th>explanation</th><th>target</th><th>seconds</th><th>parameters</th>"
                      "<th>files</th></tr>")
         for item in entry["explanations"]:
-            links = [f'<a href="{e(p)}">{e(v)}</a>' for v, p in item["files"].get("png", {}).items()]
+            links = [f'<a href="{_href(p)}">{e(v)}</a>' for v, p in item["files"].get("png", {}).items()]
             if "npz" in item["files"]:
-                links.append(f'<a href="{e(item["files"]["npz"])}">npz</a>')
+                links.append(f'<a href="{_href(item["files"]["npz"])}">npz</a>')
             params = ", ".join(f"{k}={v}" for k, v in item["params"].items())
             parts.append(f"<tr><td>{e(item['name'])}</td><td>{e(str(item['target']))}</td>"
                          f"<td>{item['seconds']:.2f}</td><td>{e(params)}</td><td>{' '.join(links)}</td></tr>")
@@ -601,41 +651,64 @@ def _explanation_params(exp: Explanation, method: Any, loaded: LoadedModel, conf
     return params
 
 
-def run(config: Config, *, host: Any = None, quiet: bool = False, source: str | None = None,
-        log: Callable[[str], None] | None = None, title: str | None = None,
-        skipped: list[dict[str, str]] | None = None) -> RunResult:
-    """Execute ``config``; returns where the outputs are. Raises :class:`ConfigError` /
-    :class:`~salplug.SalplugError` before any output exists when something is wrong.
+@dataclass
+class Plan:
+    """Everything ``run`` checked before the work: model, explainer, photos, targets, explanations.
 
-    ``skipped`` (method, reason) records are listed in summary.json and on the index page.
+    ``steps`` holds (explanation, method name, parameters, visualizers) per explanation.
     """
+
+    loaded: LoadedModel
+    explainer: Any
+    images: list[ImageInput]
+    prepared: list[tuple[np.ndarray, np.ndarray]]
+    targets: list[Any]
+    steps: list[tuple[Explanation, str, dict[str, Any], list[str]]]
+    final: Path | None = None
+
+
+def _located(exc: SalplugError, where: str | None, source: str | None) -> SalplugError:
+    """``exc`` (its type kept) with its message starting at the file and key."""
+    prefix = "".join(f"{part}: " for part in (source, where) if part)
+    exc.args = (f"{prefix}{exc}", *exc.args[1:])
+    return exc
+
+
+def plan_run(config: Config, *, host: Any = None, quiet: bool = False, source: str | None = None,
+             destination: bool = True) -> Plan:
+    """Check and prepare everything ``run`` needs, before any explanation; errors name ``source``
+    and the key. ``destination``: check ``outputs.folder`` too (``salplug evaluate`` does not)."""
     from .api import Explainer, load_method, resolve_params
     from .plugins import get_host
+    from .registry import backend_failure, call_plugin
     from .types import Context, Targets
 
     host = host or get_host()
-    say = log or ((lambda _msg: None) if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True)))
 
-    def fail(where: str, exc: Exception) -> ConfigError:
+    def fail(where: str, exc: Exception | str) -> ConfigError:
         return ConfigError(f"{where}: {exc}", source)
 
     # 1. everything that needs no model
+    final = None
     try:
         from .config import check_names
 
         check_names(config, host, source=None)
-        final = _check_destination(config)
+        if destination:
+            final = _check_destination(config)
         images = resolve_inputs(config)
         targets = _targets(config, len(images))
     except ConfigError as exc:
         raise ConfigError(str(exc), source) from None
-    formats = set(config.outputs.formats)
+    except PluginError as exc:  # a method that cannot be loaded (check_names names the key)
+        raise _located(exc, None, source) from exc.__cause__
 
     # 2. the model, its layer, the targets, every method's parameters
     try:
         loaded = load_model(config, host)
     except ConfigError as exc:
         raise ConfigError(str(exc), source) from None
+    backend = host.backends.get(loaded.backend)
     try:
         explainer = Explainer(loaded.model, loaded.backend, batch_size=config.model.batch_size,
                               progress=not quiet, host=host, **loaded.options)
@@ -646,10 +719,17 @@ def run(config: Config, *, host: Any = None, quiet: bool = False, source: str | 
                                        f"--device out.") from None
         raise fail("model.options", f"the {loaded.backend!r} backend rejected an option: {exc}") from None
     except SalplugError as exc:
+        if getattr(exc, "backend", None):  # the backend's adapter could not take the model
+            raise _located(exc, "model.backend", source) from exc.__cause__
         raise fail("model.device" if config.model.device is not None and "device" in str(exc) else "model",
                    exc) from None
+    except Exception as exc:  # noqa: BLE001 - a backend's adapter may raise anything on a model it cannot take
+        raise _located(backend_failure(backend, exc), "model.backend", source) from exc
     adapter = explainer.adapter
-    prepared = [loaded.preprocess(img.pixels) for img in images]
+    try:
+        prepared = [loaded.preprocess(img.pixels, img.name) for img in images]
+    except ConfigError as exc:
+        raise ConfigError(str(exc), source) from None
     try:
         canonical0, info0 = adapter.to_canonical(prepared[0][0][None], "NHWC")
     except SalplugError as exc:
@@ -666,13 +746,15 @@ def run(config: Config, *, host: Any = None, quiet: bool = False, source: str | 
             hint = f" ({classes} is a guess from {how}; if the model has more, set model.options.num_classes)" if how else ""
             raise fail("model.target", TargetError(f"class {t} is out of range: the model has {classes} "
                                                    f"classes (0..{classes - 1}){hint}."))
-    plan = []
+    steps = []
     for i, exp in enumerate(config.explanations):
         where = f"explanations[{i}]"
         try:
             method = load_method(host, exp.method, adapter)
         except CapabilityError as exc:
             raise fail(f"{where}.method", exc) from None
+        except PluginError as exc:
+            raise _located(exc, f"{where}.method", source) from exc.__cause__
         params = _explanation_params(exp, method, loaded, config, host)
         try:
             full = resolve_params(method, params)
@@ -683,12 +765,35 @@ def run(config: Config, *, host: Any = None, quiet: bool = False, source: str | 
                     raise fail("model.layer" if "layer" not in exp.params else f"{where}.params.layer", exc) from None
             if hasattr(method, "check"):
                 ctx = Context(adapter, host, explainer.batch_size, False, info0)
-                method.check(ctx, canonical0, Targets.none(), **full)
+                call_plugin(host.methods.get(method.name), "checking the parameters (its check())", method.check,
+                            ctx, canonical0, Targets.none(), **full)
         except ConfigError:
             raise
+        except PluginError as exc:
+            raise _located(exc, where, source) from exc.__cause__
         except SalplugError as exc:
             raise fail(f"{where}.params", exc) from None
-        plan.append((exp, method.name, params, _visualizers_for(exp, method.name, config)))
+        steps.append((exp, method.name, params, _visualizers_for(exp, method.name, config, host)))
+    return Plan(loaded, explainer, images, prepared, targets, steps, final)
+
+
+def run(config: Config, *, host: Any = None, quiet: bool = False, source: str | None = None,
+        log: Callable[[str], None] | None = None, title: str | None = None,
+        skipped: list[dict[str, str]] | None = None) -> RunResult:
+    """Execute ``config``; returns where the outputs are. Raises :class:`ConfigError` /
+    :class:`~salplug.SalplugError` before any output exists when something is wrong.
+
+    ``skipped`` (method, reason) records are listed in summary.json and on the index page.
+    """
+    from .plugins import get_host
+
+    host = host or get_host()
+    say = log or ((lambda _msg: None) if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True)))
+    checked = plan_run(config, host=host, quiet=quiet, source=source)
+    loaded, explainer, images, prepared = checked.loaded, checked.explainer, checked.images, checked.prepared
+    targets, plan, final = checked.targets, checked.steps, checked.final
+    adapter = explainer.adapter
+    formats = set(config.outputs.formats)
 
     # 3. the work, into a staging folder
     staging = Staging(final)
@@ -809,6 +914,10 @@ def run(config: Config, *, host: Any = None, quiet: bool = False, source: str | 
             (out / "index.html").write_text(page, encoding="utf-8")
             index = final / "index.html"
         staging.commit()
+    except OSError as exc:  # a full disk, a name the file system refuses, a folder gone
+        staging.discard()
+        raise ConfigError(f"outputs.folder: writing {str(final)!r} failed: {exc}; nothing was written.",
+                          source) from exc
     except BaseException:
         staging.discard()
         raise

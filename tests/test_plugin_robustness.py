@@ -288,3 +288,55 @@ def test_strict_cli_listing_prints_one_error_line(tmp_path, monkeypatch, command
     assert result.exit_code == 2, result.output
     assert "error: " in result.output and "salplug-broken" in result.output
     assert "Traceback" not in result.output and isinstance(result.exception, SystemExit)
+
+
+# -- the Python API: a plugin's check(), adapter constructor and detector ---------------------------
+
+class _CheckRaises(salplug.Method):
+    requires = frozenset({"input_gradients"})
+
+    def check(self, ctx, x, targets):
+        raise KeyError("a bug in the plugin's check")
+
+    def explain(self, ctx, x, targets):
+        return np.zeros(x.shape, np.float32)
+
+
+class _AdapterRaises:
+    def __init__(self, model):
+        raise ZeroDivisionError("a bug in the plugin's adapter")
+
+
+class _BrokenPieces:
+    @salplug.hookimpl
+    def register_methods(self, register):
+        register("check_raises", _CheckRaises, requires=("input_gradients",))
+
+    @salplug.hookimpl
+    def register_backends(self, register):
+        register("adapter_raises", _AdapterRaises, provides=("scores", "input_gradients"))
+
+
+class _NonsenseDetector:
+    @salplug.hookimpl(tryfirst=True)
+    def detect_backend(self, model):
+        return "no_such_backend"
+
+
+def test_explain_reports_a_plugins_failing_check_and_adapter_as_plugin_errors(host):
+    host.add_plugin(_BrokenPieces(), "broken_pieces")
+    w = np.ones((2, 2, 3), np.float32)
+    model, calls = counting(linear_call_model_function(w))
+    with pytest.raises(PluginError, match=r"'check_raises'.*check\(\).*KeyError"):
+        salplug.explain(model, w, "check_raises", backend="callable", host=host)
+    with pytest.raises(PluginError, match=r"'adapter_raises'.*ZeroDivisionError"):
+        salplug.explain(model, w, "gradients", backend="adapter_raises", host=host)
+    assert calls == []
+
+
+def test_explain_skips_a_detector_naming_an_unknown_backend(host):
+    host.add_plugin(_NonsenseDetector(), "nonsense_detector")
+    w = np.arange(12, dtype=np.float32).reshape(2, 2, 3)
+    with pytest.warns(PluginLoadWarning, match=r"'nonsense_detector'.*no_such_backend"):
+        out = salplug.explain(linear_call_model_function(w), w, "gradients", host=host)
+    np.testing.assert_allclose(out.values, w)

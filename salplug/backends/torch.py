@@ -208,6 +208,12 @@ def hold_model(modules: list, params: list, eval_mode: bool) -> Iterator[None]:
             _release(taken)
 
 
+def _name_the_layout(refused: InputError) -> InputError:
+    return InputError(f"{refused} (These checks read the model's first registered convolution; if the model "
+                      f"runs another first, name the input's layout, e.g. layout='NCHW' or 'N...', and the "
+                      f"model is tried on it.)")
+
+
 def _check_grad_possible() -> None:
     if torch.is_inference_mode_enabled():
         raise ParameterError("Gradients cannot be taken inside torch.inference_mode(); call salplug outside it "
@@ -316,6 +322,9 @@ class TorchAdapter:
         self.max_rows: int | None = None   # learned from out-of-memory errors: rows per model call at most
         self._scope = threading.local()  # per thread: (modules, parameters) during call_scope()
         self._auto_rows: dict[tuple, int] = {}
+        # the first-convolution shape checks: None (not seen yet), "hold" (an input passed them)
+        # or "miss" (the model took a named-layout input they refused: they are skipped)
+        self._shape_checks: str | None = None
 
     def __copy__(self) -> TorchAdapter:
         """A shallow copy (e.g. over a copied model) whose calls are its own: no scope is shared."""
@@ -358,13 +367,14 @@ class TorchAdapter:
                                    else read_array(x))
         # the shape checks read the first registered convolution (usually the first the model
         # runs); when they refuse an input whose layout the caller named, the model decides
-        refused = None
+        refused, named = None, layout is not None
         if self.in_channels is not None:
             try:
                 check_image_rank(arr, "(C, H, W) / (H, W, C) or a batch (N, C, H, W) / (N, H, W, C)")
             except InputError as exc:
+                if not named:
+                    raise _name_the_layout(exc) from None
                 refused = exc
-        named = layout is not None
         if layout is None and self.signals and arr.ndim >= 2:
             layout = "N..."
         layout = layout or default_layout(arr.ndim, torch.is_tensor(x))
@@ -379,16 +389,19 @@ class TorchAdapter:
             except InputError as exc:
                 refused = exc
         if refused is not None and not named:
-            raise InputError(f"{refused} (These checks read the model's first registered convolution; if the "
-                             f"model runs another first, name the input's layout, e.g. layout='NCHW' or "
-                             f"'N...', and the model is tried on it.)") from None
-        if refused is not None:
+            raise _name_the_layout(refused) from None
+        if refused is None:
+            self._shape_checks = self._shape_checks or "hold"
+        elif self._shape_checks is None:  # a first input, its layout named: the model decides
             self._try_one_row(canonical, refused)
+            self._shape_checks = "miss"
+        elif self._shape_checks == "hold":  # they held for this model's inputs: a real mismatch
+            raise refused
         return canonical, info
 
     def _try_one_row(self, canonical: np.ndarray, refused: InputError) -> None:
-        """Run one row of an input the shape checks refused (no gradients, in the call's modes):
-        the refusal stands, before any other model call, unless the model takes it."""
+        """Run one row of a first input the shape checks refused (no gradients, in the call's
+        modes): the refusal stands, before any other model call, unless the model takes it."""
         try:
             with self.call_scope(), torch.no_grad():
                 self._logits(self._tensor(canonical[:1]))

@@ -267,3 +267,18 @@ def test_a_named_layout_the_model_cannot_take_is_refused_after_one_row():
     with pytest.raises(InputError, match="fails on it too"):
         salplug.explain(model, x, "integrated_gradients", target=1, layout="NCHW")
     assert model.rows == [1]
+
+
+def test_parameters_follow_the_inputs_verdict_on_the_shape_checks():
+    # A model the first-convolution checks misjudge takes its baseline as its input; for a model
+    # they fit, a baseline they refuse is a ParameterError before any model call.
+    x = torch.rand(2, 3, 8, 8)
+    odd = HeadFirst().eval()
+    base = torch.full((3, 8, 8), 0.25)
+    out = salplug.explain(odd, x, "ig", target=1, layout="NCHW", baseline=base, steps=4).values
+    zero = salplug.explain(odd, x - 0.25, "ig", target=1, layout="NCHW", steps=4).values
+    assert out.shape == x.shape and not torch.allclose(out, zero)  # the baseline was used
+    plain = CountingRows().eval()
+    with pytest.raises(ParameterError, match="baseline"):
+        salplug.explain(plain, x, "ig", target=1, layout="NCHW", baseline=torch.zeros(5, 8, 8), steps=4)
+    assert plain.rows == []
