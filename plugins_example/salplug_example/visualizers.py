@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 from salplug import InputError, ParameterError
@@ -23,10 +25,10 @@ def top_k_mask(values, image=None, *, fraction: float = 0.1, signed: bool = Fals
 
     Returns (H, W) with 1 for kept pixels and 0 elsewhere, or (H, W, 3) with an image.
     """
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float, np.floating)) or not 0 < fraction <= 1:
+    if not _number_in(fraction, 0, 1, low_open=True):
         raise ParameterError(f"fraction must be a number in (0, 1], got {fraction!r}.")
-    if not 0 <= dim <= 1:
-        raise ParameterError(f"dim must be in [0, 1], got {dim!r}.")
+    if not _number_in(dim, 0, 1):
+        raise ParameterError(f"dim must be a number in [0, 1], got {dim!r}.")
     v = np.asarray(values, dtype=np.float64)
     if v.ndim == 2:
         v = v[..., None]
@@ -49,7 +51,14 @@ def top_k_mask(values, image=None, *, fraction: float = 0.1, signed: bool = Fals
     if img.shape[2] == 1:
         img = np.repeat(img, 3, axis=2)
     img = img[..., :3]
-    if np.asarray(image).dtype == np.uint8 or img.max() > 1.0:
+    if np.asarray(image).dtype.kind in "iu" or img.max() > 2.0:  # 0-255 values (a float [0, 1] image may overshoot a bit)
         img = img / 255.0
     img = np.clip(img, 0.0, 1.0)
     return img * (mask + dim * (1 - mask))[..., None]
+
+
+def _number_in(value, low: float, high: float, low_open: bool = False) -> bool:
+    """A real number (numpy scalars too, booleans not) within [low, high] (or (low, high])."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        return False
+    return (low < value if low_open else low <= value) and value <= high

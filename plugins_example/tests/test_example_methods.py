@@ -171,8 +171,17 @@ def test_top_k_mask_keeps_exactly_the_largest_pixels():
     np.testing.assert_allclose(cut[0, 0], 100 / 255)
 
 
+def test_top_k_mask_keeps_a_float_image_that_overshoots_one_a_little():
+    image = np.full((2, 2, 3), 0.5)
+    image[0, 0] = 1.0001  # a [0, 1] image after resampling, not a 0-255 one
+    cut = top_k_mask(np.ones((2, 2, 1)), image=image, fraction=1.0)
+    np.testing.assert_allclose(cut[1, 1], 0.5)
+    np.testing.assert_allclose(top_k_mask(np.ones((2, 2, 1)), fraction=np.int64(1)), np.ones((2, 2)))
+
+
 @pytest.mark.parametrize("kwargs, message", [({"fraction": 0}, "fraction"), ({"fraction": 2}, "fraction"),
-                                             ({"dim": -1}, "dim")])
+                                             ({"dim": -1}, "dim"), ({"dim": "x"}, "dim"),
+                                             ({"fraction": True}, "fraction")])
 def test_top_k_mask_rejects_bad_parameters(kwargs, message):
     with pytest.raises(salplug.ParameterError, match=message):
         top_k_mask(np.ones((3, 3, 1)), **kwargs)

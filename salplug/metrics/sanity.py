@@ -113,7 +113,9 @@ class _TorchModel:
 
     def randomize(self, names: list[str], seed: int) -> None:
         torch = self.torch
-        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        # manual_seed reseeds every CUDA generator too: fork them all, so none of the caller's changes
+        cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+        with torch.no_grad(), torch.random.fork_rng(devices=cuda):
             torch.manual_seed(seed)
             for name in names:
                 m = self.modules[name]

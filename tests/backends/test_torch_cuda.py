@@ -148,3 +148,15 @@ def test_smoothgrad_over_bases_that_finish_on_the_gpu(base, base_params):
     params = dict(base=base, base_params=base_params, nsamples=3, seed=0, noise="host")
     cpu = maps_on("cpu", "smoothgrad", params)
     np.testing.assert_allclose(maps_on("cuda", "smoothgrad", params), cpu, rtol=1e-4, atol=1e-5 * np.abs(cpu).max())
+
+
+def test_the_sanity_check_leaves_the_callers_cuda_generator_alone():
+    from salplug.evaluate import evaluate
+
+    model = copy.deepcopy(make_cnn(seed=2)).cuda()
+    images = np.random.default_rng(0).uniform(0, 1, (2, 16, 16, 3)).astype(np.float32)
+    torch.cuda.manual_seed_all(123)
+    state = torch.cuda.get_rng_state()
+    evaluate(model, images, ["gradients"], {"model_randomization": {}}, backend="torch", progress=False, seed=0,
+             include_random=False, host=salplug.get_plugin_manager(autoload=False))
+    assert torch.equal(torch.cuda.get_rng_state(), state)  # manual_seed reseeds CUDA too: forked
