@@ -7,7 +7,7 @@ what the caller holds; methods only ever see canonical arrays.
 
 from __future__ import annotations
 
-import numbers
+import contextvars
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
@@ -188,6 +188,12 @@ class Method:
         raise NotImplementedError
 
 
+#: True while ``Context.as_canonical`` converts a parameter (a baseline, a fill value): an
+#: adapter may skip input checks that ``as_canonical`` makes itself against the input.
+CONVERTING_PARAMETER: contextvars.ContextVar[bool] = contextvars.ContextVar("salplug_converting_parameter",
+                                                                           default=False)
+
+
 @dataclass
 class Context:
     """What a running method may use: the adapter, batching, progress, other methods."""
@@ -231,10 +237,7 @@ class Context:
         if callable(value) and not hasattr(value, "shape"):
             out = np.asarray(value(x), dtype=np.float32)  # canonical in, canonical out
         elif np.ndim(value) == 0:
-            number = value.item() if hasattr(value, "item") else value  # numpy / torch 0-d too
-            if isinstance(number, bool) or not isinstance(number, numbers.Real):
-                raise ParameterError(f"{name} must be a number, an array or a callable; got {value!r}.")
-            out = np.full((1,) * x.ndim, float(number), dtype=np.float32)
+            out = np.full((1,) * x.ndim, _scalar(value, name), dtype=np.float32)
         else:
             info = self.input_info or InputInfo(layout="N...")
             rank = np.ndim(value)
@@ -252,10 +255,13 @@ class Context:
                     f"{name} has rank {rank}; give it in the input's own layout, either for one "
                     f"sample (rank {x.ndim - 1}) or for the whole batch (rank {x.ndim})."
                 )
+            token = CONVERTING_PARAMETER.set(True)
             try:
                 out, _ = self.adapter.to_canonical(value, layout)
             except ValueError as exc:  # InputError: say which parameter was wrong
                 raise ParameterError(f"{name}: {exc}") from exc
+            finally:
+                CONVERTING_PARAMETER.reset(token)
             if self.row_samples is not None and out.shape[0] != 1:  # one per sample: to the rows
                 if out.shape[0] != self.caller_samples:
                     raise ParameterError(
@@ -341,6 +347,18 @@ class Context:
         from .api import run_method
 
         return run_method(self, name, x, targets, params)
+
+
+def _scalar(value: Any, name: str) -> float:
+    """A scalar parameter (a number, a 0-d array or tensor of any framework) as a float."""
+    from .errors import ParameterError
+
+    if not isinstance(value, (str, bytes, bool, np.bool_)) and value is not None:
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            pass
+    raise ParameterError(f"{name} must be a number, an array or a callable; got {value!r}.")
 
 
 @dataclass

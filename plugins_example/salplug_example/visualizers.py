@@ -51,7 +51,10 @@ def top_k_mask(values, image=None, *, fraction: float = 0.1, signed: bool = Fals
     if img.shape[2] == 1:
         img = np.repeat(img, 3, axis=2)
     img = img[..., :3]
-    if np.asarray(image).dtype.kind in "iu" or img.max() > 2.0:  # 0-255 values (a float [0, 1] image may overshoot a bit)
+    kind = np.asarray(image).dtype
+    if kind.kind in "iu":  # by dtype: 0..255, or 0..65535 for uint16
+        img = img / (65535.0 if kind == np.uint16 else 255.0)
+    elif img.max() > 2.0:  # floats in 0..255 (a [0, 1] image may overshoot 1 a little)
         img = img / 255.0
     img = np.clip(img, 0.0, 1.0)
     return img * (mask + dim * (1 - mask))[..., None]

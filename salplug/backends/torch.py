@@ -31,7 +31,7 @@ from ._batching import IMAGE_224, rows_for_values
 from ._outputs import make_output_selector as _make_selector, select_logits
 from ..layout import (LAYOUTS, canonical_to_layout, check_channels, check_image_rank, check_kind, check_layout,
                       default_layout, nonfinite_error, numpy_to_canonical, read_array)
-from ..types import GUIDED_GRADIENTS, INPUT_GRADIENTS, LAYER_GRADIENTS, SCORES, InputInfo, Targets
+from ..types import CONVERTING_PARAMETER, GUIDED_GRADIENTS, INPUT_GRADIENTS, LAYER_GRADIENTS, SCORES, InputInfo, Targets
 
 
 def default_output_selector(out: Any) -> Any:
@@ -322,9 +322,9 @@ class TorchAdapter:
         self.max_rows: int | None = None   # learned from out-of-memory errors: rows per model call at most
         self._scope = threading.local()  # per thread: (modules, parameters) during call_scope()
         self._auto_rows: dict[tuple, int] = {}
-        # the first-convolution shape checks: None (not seen yet), "hold" (an input passed them)
-        # or "miss" (the model took a named-layout input they refused: they are skipped)
-        self._shape_checks: str | None = None
+        # input shapes (H, W, C) the shape checks refused, tried on the model: "" when it took
+        # them, else its complaint
+        self._taken_shapes: dict[tuple, str] = {}
 
     def __copy__(self) -> TorchAdapter:
         """A shallow copy (e.g. over a copied model) whose calls are its own: no scope is shared."""
@@ -366,9 +366,11 @@ class TorchAdapter:
         arr = x if on_device else (x.detach().to("cpu", torch.float32).numpy() if torch.is_tensor(x)
                                    else read_array(x))
         # the shape checks read the first registered convolution (usually the first the model
-        # runs); when they refuse an input whose layout the caller named, the model decides
+        # runs); when they refuse an input whose layout the caller named, the model decides. A
+        # parameter (a baseline) is checked against the input by Context.as_canonical instead.
+        checks = self.in_channels is not None and not CONVERTING_PARAMETER.get()
         refused, named = None, layout is not None
-        if self.in_channels is not None:
+        if checks:
             try:
                 check_image_rank(arr, "(C, H, W) / (H, W, C) or a batch (N, C, H, W) / (N, H, W, C)")
             except InputError as exc:
@@ -383,31 +385,34 @@ class TorchAdapter:
         else:
             kind, device = ("torch", x.device) if torch.is_tensor(x) else ("numpy", None)
             canonical, info = numpy_to_canonical(arr, layout, kind=kind, device=device)
-        if refused is None:
+        if checks and refused is None:
             try:
                 check_channels(canonical, self.in_channels, info, tuple(arr.shape))
             except InputError as exc:
                 refused = exc
         if refused is not None and not named:
             raise _name_the_layout(refused) from None
-        if refused is None:
-            self._shape_checks = self._shape_checks or "hold"
-        elif self._shape_checks is None:  # a first input, its layout named: the model decides
-            self._try_one_row(canonical, refused)
-            self._shape_checks = "miss"
-        elif self._shape_checks == "hold":  # they held for this model's inputs: a real mismatch
-            raise refused
+        if refused is not None:
+            self._model_takes(canonical, refused)
         return canonical, info
 
-    def _try_one_row(self, canonical: np.ndarray, refused: InputError) -> None:
-        """Run one row of a first input the shape checks refused (no gradients, in the call's
-        modes): the refusal stands, before any other model call, unless the model takes it."""
-        try:
-            with self.call_scope(), torch.no_grad():
-                self._logits(self._tensor(canonical[:1]))
-        except Exception as exc:  # noqa: BLE001 - the model's own complaint, chained
-            raise InputError(f"{refused} The model fails on it too: {type(exc).__name__}: "
-                             f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
+    def _model_takes(self, canonical: np.ndarray, refused: InputError) -> None:
+        """Whether the model takes inputs of this shape the shape checks refused: one row is run
+        (no gradients, in eval mode, as outputs() runs it) once per shape; the refusal stands,
+        before any other model call, unless the model takes it."""
+        key = tuple(canonical.shape[1:])
+        verdict = self._taken_shapes.get(key)
+        if verdict is None:
+            try:
+                modules, params = self._walk()
+                with hold_model(modules, params, eval_mode=True):
+                    self.outputs(canonical[:1])
+                verdict = ""
+            except Exception as exc:  # noqa: BLE001 - the model's own complaint, kept
+                verdict = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            self._taken_shapes[key] = verdict
+        if verdict:
+            raise InputError(f"{refused} The model fails on it too: {verdict}")
 
     def _device_canonical(self, x: torch.Tensor, layout: str) -> tuple[np.ndarray, InputInfo]:
         """``numpy_to_canonical`` for a tensor on the adapter's device: the checks and the layout

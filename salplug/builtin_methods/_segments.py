@@ -426,12 +426,16 @@ def _gather(indptr: np.ndarray, indices: np.ndarray, rows: np.ndarray) -> tuple[
 
 
 def _exact_sums(inc: Incidence, covered: np.ndarray, a_sums: np.ndarray, masks: np.ndarray,
-                sums: np.ndarray) -> np.ndarray:
-    """The attribution sums of ``masks`` over their uncovered atoms, summed afresh (no residue
-    from subtracting: a mask of exact zeros sums to exactly 0); stored into ``sums`` too."""
-    atoms, row = _gather(inc.masks.indptr, inc.masks.indices, masks)
-    keep = ~covered[atoms]
-    sums[masks] = np.bincount(row[keep], weights=a_sums[atoms[keep]], minlength=len(masks))
+                sums: np.ndarray, exact: np.ndarray) -> np.ndarray:
+    """The attribution sums of ``masks`` over their uncovered atoms, summed afresh where not
+    ``exact`` yet (no residue from subtracting: a mask of exact zeros sums to exactly 0);
+    stored into ``sums``, and marked ``exact`` until a subtraction touches them again."""
+    stale = masks[~exact[masks]]
+    if len(stale):
+        atoms, row = _gather(inc.masks.indptr, inc.masks.indices, stale)
+        keep = ~covered[atoms]
+        sums[stale] = np.bincount(row[keep], weights=a_sums[atoms[keep]], minlength=len(stale))
+        exact[stale] = True
     return sums[masks]
 
 
@@ -454,6 +458,7 @@ def rank_full(attr: np.ndarray, inc: Incidence, area_threshold: float = 1.0,
     picked, gains = [], []
     gain = np.empty(n_masks)
     tie = 1e-9 * float(np.abs(flat).max(initial=0.0))
+    exact = np.ones(n_masks, bool)  # sums with no subtraction residue (summed afresh)
     while n_covered / n_pixels <= area_threshold:
         alive &= counts >= threshold
         if not alive.any():
@@ -466,7 +471,7 @@ def rank_full(attr: np.ndarray, inc: Incidence, area_threshold: float = 1.0,
         # go to the earlier mask, as upstream's do, and an exact 0 stays 0
         near = np.flatnonzero(gain >= gain[best] - tie)
         if len(near) > 1 or abs(gain[best]) <= tie:
-            best = int(near[np.argmax(_exact_sums(inc, covered, a_sums, near, sums) / counts[near])])
+            best = int(near[np.argmax(_exact_sums(inc, covered, a_sums, near, sums, exact) / counts[near])])
         atoms = csr.indices[csr.indptr[best]:csr.indptr[best + 1]]
         new = atoms[~covered[atoms]]
         covered[new] = True
@@ -477,6 +482,7 @@ def rank_full(attr: np.ndarray, inc: Incidence, area_threshold: float = 1.0,
         hit, col = _gather(csc.indptr, csc.indices, new)
         counts -= np.bincount(hit, weights=a_counts[new][col], minlength=n_masks).astype(np.int64)
         sums -= np.bincount(hit, weights=a_sums[new][col], minlength=n_masks)
+        exact[hit] = False
     return _finish(flat.reshape(attr.shape), inc, covered, picked, gains)
 
 

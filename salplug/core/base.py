@@ -147,9 +147,19 @@ class CoreSaliency:
     **params)`` for one unbatched input; ``GetSmoothedMask`` smooths it with SmoothGrad.
     """
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "_spec" in vars(cls):  # a façade class: its own GetMask, to tell a patched or overriding one
+            cls._facade_get_mask = cls.GetMask
+
     def GetMask(self, x_value, call_model_function, call_model_args=None):
         """Return the saliency mask of one unbatched input (implemented by subclasses)."""
         raise NotImplementedError("A subclass of CoreSaliency must implement GetMask().")
+
+    def _smooth_natively(self, x_value, kwargs) -> bool:
+        """Whether ``_spec`` expresses GetSmoothedMask's work (Occlusion: not for a window
+        larger than the image)."""
+        return True
 
     def GetSmoothedMask(self, x_value, call_model_function, call_model_args=None, stdev_spread=.15,
                         nsamples=25, magnitude=True, **kwargs):

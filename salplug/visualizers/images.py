@@ -53,7 +53,8 @@ def diverging(values, image=None, *, percentile: float = 99) -> np.ndarray:
 
 def _as_rgb(image, shape) -> np.ndarray:
     """``image`` as RGB floats in [0, 1]: uint8 and other integers are 0..255 (uint16: 0..65535),
-    floats [0, 1] (floats above 1 are taken as 0..255)."""
+    floats [0, 1] (floats above 2 are taken as 0..255: a [0, 1] photo may overshoot 1 a little
+    after resampling)."""
     img = np.asarray(image)
     integers = np.issubdtype(img.dtype, np.integer)
     if integers:  # by dtype, not by value: a dark uint8 photo (max 1) stays dark
@@ -68,7 +69,7 @@ def _as_rgb(image, shape) -> np.ndarray:
     if img.shape[2] == 1:
         img = np.repeat(img, 3, axis=2)
     img = img[..., :3]
-    if not integers and img.max() > 1.0:
+    if not integers and img.max() > 2.0:
         img = img / 255.0
     return np.clip(img, 0, 1)
 

@@ -282,3 +282,44 @@ def test_parameters_follow_the_inputs_verdict_on_the_shape_checks():
     with pytest.raises(ParameterError, match="baseline"):
         salplug.explain(plain, x, "ig", target=1, layout="NCHW", baseline=torch.zeros(5, 8, 8), steps=4)
     assert plain.rows == []
+
+
+class HeadFirstView(HeadFirst):
+    """HeadFirst, flattening with .view (which refuses the CPU's channels-last memory), with
+    batch norm in its head (one row cannot run it in train mode)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc, self.norm = nn.Linear(5 * 8 * 8, 5), nn.BatchNorm1d(5)
+
+    def forward(self, x):
+        y = self.head(F.relu(self.stem(x)))
+        return self.norm(self.fc(y.view(y.shape[0], -1)))
+
+
+def test_the_one_row_try_runs_as_real_calls_run():
+    # through outputs(): the .view retry in plain NCHW; in eval mode, so a train-mode model (eval_mode=False) gets no statistics update and no one-row batch norm
+    model = HeadFirstView().train()
+    stats = model.norm.num_batches_tracked.clone()
+    x = torch.rand(4, 3, 8, 8)
+    out = salplug.explain(model, x, "gradients", target=1, layout="NCHW", backend_options={"eval_mode": False})
+    assert out.values.shape == x.shape
+    assert int(model.norm.num_batches_tracked - stats) == 1  # the explained pass only
+
+
+def test_each_refused_input_shape_is_tried_once_per_explainer():
+    class AnyChannels(nn.Module):  # gray or RGB: its first registered convolution takes 3
+        def __init__(self):
+            super().__init__()
+            self.net, self.rows = make_cnn(), []
+
+        def forward(self, x):
+            self.rows.append(len(x))
+            return self.net(x.expand(-1, 3, -1, -1))
+
+    model = AnyChannels().eval()
+    ex = salplug.Explainer(model)
+    rgb, gray = torch.rand(2, 3, 8, 8), torch.rand(2, 1, 8, 8)
+    for x in (rgb, gray, rgb, gray):
+        ex.explain(x, "gradients", target=1, layout="NCHW")
+    assert model.rows == [2, 1, 2, 2, 2]  # one try for the gray shape, then the four calls

@@ -117,3 +117,27 @@ def test_smoothgrad_over_coarse_grad_cam_maps():
                              base_params=params).values
     assert tuple(coarse.shape[2:]) == (8, 8)
     np.testing.assert_allclose(smooth.numpy(), coarse.numpy(), atol=1e-6)
+
+
+class _FrameworkScalar:
+    """A 0-d tensor of another framework (a tf.constant, a tf.Variable): float() reads it."""
+
+    shape = ()
+    ndim = 0
+
+    def __float__(self):
+        return 0.25
+
+
+@pytest.mark.parametrize("scalar", [0.25, np.float32(0.25), np.array(0.25), _FrameworkScalar()])
+def test_scalar_baselines_of_any_kind(scalar):
+    out = salplug.explain(linear(), X, "integrated_gradients", backend="callable", baseline=scalar, steps=2).values
+    np.testing.assert_allclose(out, W * (X - 0.25), atol=1e-6)
+
+
+def test_a_users_raising_baseline_function_is_not_blamed_on_a_plugin():
+    def baseline(x):
+        raise ZeroDivisionError("my own bug")
+
+    with pytest.raises(ZeroDivisionError, match="my own bug"):
+        salplug.explain(linear(), X, "integrated_gradients", backend="callable", baseline=baseline)

@@ -241,3 +241,19 @@ def test_a_patched_get_mask_changes_the_smoothed_map():
     np.testing.assert_allclose(out, 4.0)  # magnitude=True: the mean of the squared maps
     # the patch is gone: the façade's own GetMask runs the registered methods again
     assert not np.allclose(sp.IntegratedGradients().GetSmoothedMask(x, fn, nsamples=2, x_steps=2), 4.0)
+
+
+@pytest.mark.parametrize("name, params", [("GradientSaliency", {}), ("IntegratedGradients", {"x_steps": 2}),
+                                          ("BlurIG", {"steps": 2})])
+def test_get_smoothed_mask_batches_noisy_copies_into_batch_size_calls(name, params):
+    # the façade's own GetMask is smoothed by the registered smoothgrad: batch_size rows per call
+    # (a patched or subclass GetMask is called once per noisy copy instead, as upstream does)
+    calls = []
+
+    def fn(xb, call_model_args=None, expected_keys=None):
+        calls.append(len(xb))
+        return {sp.INPUT_OUTPUT_GRADIENTS: np.cos(np.asarray(xb, np.float64))}
+
+    x = np.random.default_rng(1).uniform(size=(6, 6, 3))
+    getattr(sp, name)().GetSmoothedMask(x, fn, nsamples=6, batch_size=3, **params)
+    assert calls and max(calls) == 3 and sum(calls) == 6 * max(1, params.get("x_steps", params.get("steps", 1)))

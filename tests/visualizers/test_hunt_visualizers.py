@@ -56,3 +56,10 @@ def test_heatmap_of_a_sparse_map_is_not_uniform(sparse):
     for signed in (False, True):
         rgb = render("heatmap", sparse, signed=signed)
         assert not np.allclose(rgb[5, 5], rgb[0, 0])
+
+
+def test_heatmap_keeps_a_float_photo_that_overshoots_one_a_little():
+    photo = np.full((4, 4, 3), 0.5)
+    photo[0, 0] = 1.0001  # a [0, 1] photo after resampling: not a 0..255 one
+    out = render("heatmap", np.zeros((4, 4, 1)), image=photo, alpha=0.0)  # alpha 0: the photo itself
+    np.testing.assert_allclose(out[1:, 1:], 0.5)
