@@ -190,7 +190,10 @@ def resolve_targets(adapter: Any, x: np.ndarray, target: Any, batch_size: int, i
     n = x.shape[0]
     supports = getattr(adapter, "supports_targets", True)
     if callable(target) and not isinstance(target, type):
-        if not supports or not getattr(adapter, "supports_target_callables", True):
+        if not supports:
+            raise TargetError(f"The {adapter.name!r} backend cannot apply a target callable: it explains the "
+                              f"scalar its model returns.")
+        if not getattr(adapter, "supports_target_callables", True):
             raise TargetError(f"The {adapter.name!r} backend cannot apply a target callable; give a class "
                               f"index (an int, or one per sample).")
         return Targets(fn=target)
