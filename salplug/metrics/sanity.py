@@ -113,10 +113,13 @@ class _TorchModel:
 
     def randomize(self, names: list[str], seed: int) -> None:
         torch = self.torch
-        # manual_seed reseeds every CUDA generator too: fork them all, so none of the caller's changes
-        cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+        # only the generators the parameters are drawn from are forked and seeded (torch.manual_seed
+        # would reseed every CUDA device, and start CUDA for a CPU model)
+        cuda = sorted({p.device.index or 0 for p in self.model.parameters() if p.device.type == "cuda"})
         with torch.no_grad(), torch.random.fork_rng(devices=cuda):
-            torch.manual_seed(seed)
+            torch.random.default_generator.manual_seed(seed)
+            for index in cuda:
+                torch.cuda.default_generators[index].manual_seed(seed)
             for name in names:
                 m = self.modules[name]
                 if hasattr(m, "reset_parameters"):  # normalisation layers: running statistics too
