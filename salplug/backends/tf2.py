@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import re
 import sys
 import threading
 import types
@@ -306,38 +307,52 @@ class _Step:
         self.call, self.meta = call, meta
 
 
-# One layer capture at a time (wrapping and restoring ``call`` must not interleave across threads).
-_CAPTURE_LOCK = threading.RLock()
+# Layers being captured: id(layer) -> (layer, had its own call, the original call, watchers:
+# thread id -> stack of (tape, captured list)). One wrapper per layer, installed by the first
+# capture and removed by the last; the lock guards only this table, never a forward pass.
+_CAPTURES: dict[int, tuple[Any, bool, Any, dict[int, list]]] = {}
+_CAPTURES_LOCK = threading.Lock()
+
+
+def _wrapped_call(original: Any, watchers: dict[int, list]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        out = original(*args, **kwargs)
+        for tape, captured in watchers.get(threading.get_ident(), ()):  # this thread's captures only
+            first = out[0] if isinstance(out, (tuple, list)) else out
+            if tf.is_tensor(first):
+                tape.watch(first)
+            captured.append(first)
+        return out
+    return call
 
 
 @contextlib.contextmanager
 def _capture(layer: Any, tape: Any, captured: list[Any]) -> Iterator[None]:
     """While active, ``layer``'s outputs in this thread are watched by ``tape`` and appended to
-    ``captured``; calls from other threads pass straight through. Holds :data:`_CAPTURE_LOCK`."""
-    with _CAPTURE_LOCK:
-        had_own = "call" in vars(layer)
-        original = layer.call
-        owner = threading.get_ident()
-
-        @functools.wraps(original)
-        def call(*args: Any, **kwargs: Any) -> Any:
-            out = original(*args, **kwargs)
-            if threading.get_ident() != owner:
-                return out
-            first = out[0] if isinstance(out, (tuple, list)) else out
-            if tf.is_tensor(first):
-                tape.watch(first)
-            captured.append(first)
-            return out
-
-        object.__setattr__(layer, "call", call)  # bypass Keras attribute tracking
-        try:
-            yield
-        finally:
-            if had_own:
-                object.__setattr__(layer, "call", original)
-            else:
-                object.__delattr__(layer, "call")
+    ``captured``; calls from other threads (their own captures included) are not."""
+    me = threading.get_ident()
+    with _CAPTURES_LOCK:
+        entry = _CAPTURES.get(id(layer))
+        if entry is None:
+            had_own, original, watchers = "call" in vars(layer), layer.call, {}
+            object.__setattr__(layer, "call", _wrapped_call(original, watchers))  # bypass Keras tracking
+            entry = _CAPTURES[id(layer)] = (layer, had_own, original, watchers)
+        mine = entry[3].setdefault(me, [])
+        mine.append((tape, captured))
+    try:
+        yield
+    finally:
+        with _CAPTURES_LOCK:
+            mine.pop()
+            if not mine:
+                del entry[3][me]
+            if not entry[3]:
+                del _CAPTURES[id(layer)]
+                if entry[1]:
+                    object.__setattr__(layer, "call", entry[2])
+                else:
+                    object.__delattr__(layer, "call")
 
 
 def _make_body(kind: str, model_ref: Callable[[], Any], keras: bool, select: Callable[[Any], Any],
@@ -399,6 +414,14 @@ def _make_body(kind: str, model_ref: Callable[[], Any], keras: bool, select: Cal
         raise AssertionError(kind)  # pragma: no cover
 
     return body
+
+
+def _input_refused(x: np.ndarray, exc: BaseException) -> InputError:
+    """Keras' own input check (a ValueError, maybe wrapped by autograph) as an InputError."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))  # Keras' terminal colours
+    lines = [line.strip() for line in text.splitlines() if "incompatible" in line or "expected" in line]
+    said = " ".join(lines) or text.strip().splitlines()[-1]
+    return InputError(f"The model cannot take inputs of shape {tuple(x.shape)}: {said}")
 
 
 def _salplug_error(exc: BaseException) -> SalplugError | None:
@@ -588,6 +611,8 @@ class TF2Adapter:
                 original = _salplug_error(exc)
                 if original is not None:  # autograph re-raises our errors as StagingError
                     raise original.with_traceback(None) from None
+                if "is incompatible with the layer" in str(exc):  # Keras' own input check
+                    raise _input_refused(x, exc) from exc
                 if kind != "guided" or self.compile:
                     raise
                 raise ModelOutputError(
@@ -612,7 +637,12 @@ class TF2Adapter:
             args = [tf.constant(np.ascontiguousarray(x, dtype=np.float32))]
             if targets.indices is not None:
                 args.append(tf.constant(targets.indices, tf.int64))
-            return step.call(*args), step.meta
+            try:
+                return step.call(*args), step.meta
+            except ValueError as exc:  # eager steps: Keras' own input check, as when tracing
+                if "is incompatible with the layer" not in str(exc):
+                    raise
+                raise _input_refused(x, exc) from exc
 
     def _nchw(self, x: np.ndarray) -> bool:
         """Whether canonical ``x`` goes to the model transposed to NCHW."""

@@ -430,3 +430,41 @@ def test_inputs_keras_itself_accepts_are_still_explained():
     model = keras.Model(inp, L.Dense(3)(L.Flatten()(inp)))
     assert salplug.explain(model, rand(2, 6), "gradients", target=1).values.shape == (2, 6)
     assert salplug.explain(model, rand(2, 6, 1), "gradients", target=1).values.shape == (2, 6, 1)
+
+
+def test_grad_cam_inside_a_forward_pass_that_waits_for_another_threads_grad_cam():
+    # a layer hands work to a worker thread, which runs Grad-CAM on another model: captures of
+    # different threads must not wait for each other (a process-wide lock held over the forward
+    # pass deadlocked here)
+    keras.utils.set_random_seed(0)
+    x = np.random.default_rng(0).random((1, 8, 8, 3), np.float32)
+    inp = keras.Input((8, 8, 3))
+    other = keras.Model(inp, L.Dense(5)(L.GlobalAveragePooling2D()(L.Conv2D(4, 3, padding="same", name="c1")(inp))))
+    results = []
+
+    class WaitsForWorker(L.Layer):
+        def call(self, z):
+            if tf.executing_eagerly():
+                worker = threading.Thread(daemon=True, target=lambda: results.append(salplug.explain(
+                    other, x, "grad_cam", target=1, layer="c1", backend_options={"compile": False})))
+                worker.start()
+                worker.join(20)
+                assert results, "the worker's Grad-CAM is blocked"
+            return z
+
+    inp = keras.Input((8, 8, 3))
+    outer = keras.Model(inp, L.Dense(5)(L.GlobalAveragePooling2D()(
+        WaitsForWorker()(L.Conv2D(4, 3, padding="same", name="cA")(inp)))))
+    out = salplug.explain(outer, x, "grad_cam", target=1, layer="cA", backend_options={"compile": False})
+    assert out.values.shape == (1, 8, 8, 3) and results
+
+
+@pytest.mark.parametrize("compile", [None, False])
+def test_a_sequential_model_refusing_the_input_size_is_an_input_error(compile):
+    # Sequential models are only checked on their last axis up front (Keras lets them run on
+    # other sizes); Keras' own refusal while the step runs comes back as an InputError
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8, 8, 3)), L.Conv2D(2, 3, padding="same"), L.Flatten(), L.Dense(5)])
+    x = np.random.default_rng(0).random((2, 9, 9, 3), np.float32)
+    with pytest.raises(InputError, match=r"cannot take inputs of shape \(2, 9, 9, 3\).*incompatible"):
+        salplug.explain(model, x, "gradients", target=1, backend_options={"compile": compile})
