@@ -785,6 +785,14 @@ def evaluate_config(config: Any, *, host: Any = None, quiet: bool = False, metri
     folder salplug did not write). The metrics perturb the photos as shown (resized), and
     the model gets them through the config's preprocessing, as in ``salplug run``.
     """
+    from .runner import config_folder_on_path
+
+    with config_folder_on_path(getattr(config, "base_dir", None)):  # as during salplug run
+        return _evaluate_config(config, host=host, quiet=quiet, metrics=metrics, out_dir=out_dir, source=source)
+
+
+def _evaluate_config(config: Any, *, host: Any, quiet: bool, metrics: Any, out_dir: str | Path | None,
+                     source: str | None) -> EvaluationResult:
     from .config import ConfigError
     from .outputs import check_destination
     from .plugins import get_host

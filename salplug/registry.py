@@ -222,6 +222,8 @@ def create(component: Component) -> Any:
                           f"some ({problem}). Fix the plugin: give them defaults.")
     try:
         return target()
+    except SalplugError:  # said by the plugin itself (BackendUnavailableError, say): as it is
+        raise
     except BaseException as exc:  # noqa: BLE001 - a plugin's __init__ may raise anything
         _reraise_interrupt(exc)
         raise PluginError(f"{who}: creating {target.__name__}() raised {describe_exception(exc)}. Fix or "

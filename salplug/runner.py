@@ -8,6 +8,7 @@ the destination and moved into place at the end, so a failed run leaves nothing 
 
 from __future__ import annotations
 
+import contextlib
 import glob as globlib
 import html
 import importlib
@@ -17,7 +18,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -784,7 +785,28 @@ def run(config: Config, *, host: Any = None, quiet: bool = False, source: str | 
     :class:`~salplug.SalplugError` before any output exists when something is wrong.
 
     ``skipped`` (method, reason) records are listed in summary.json and on the index page.
+    The config's folder is on ``sys.path`` during the run (its model and preprocessing modules
+    may import their neighbours at any time) and taken off afterwards.
     """
+    with config_folder_on_path(config.base_dir):
+        return _run(config, host=host, quiet=quiet, source=source, log=log, title=title, skipped=skipped)
+
+
+@contextlib.contextmanager
+def config_folder_on_path(folder: str | None) -> Iterator[None]:
+    """``folder`` at the front of ``sys.path`` for the block (unless it is there already)."""
+    added = bool(folder) and folder not in sys.path
+    if added:
+        sys.path.insert(0, folder)
+    try:
+        yield
+    finally:
+        if added and folder in sys.path:
+            sys.path.remove(folder)
+
+
+def _run(config: Config, *, host: Any, quiet: bool, source: str | None, log: Callable[[str], None] | None,
+         title: str | None, skipped: list[dict[str, str]] | None) -> RunResult:
     from .plugins import get_host
 
     host = host or get_host()

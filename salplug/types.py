@@ -234,13 +234,16 @@ class Context:
         sample is broadcast over the batch; a callable is called on canonical ``x``."""
         from .errors import ParameterError
 
+        try:
+            rank = np.ndim(value)
+        except ValueError:  # a ragged list
+            raise ParameterError(f"{name} is a ragged list; give a number or an array of one shape.") from None
         if callable(value) and not hasattr(value, "shape"):
             out = np.asarray(value(x), dtype=np.float32)  # canonical in, canonical out
-        elif np.ndim(value) == 0:
+        elif rank == 0:
             out = np.full((1,) * x.ndim, _scalar(value, name), dtype=np.float32)
         else:
             info = self.input_info or InputInfo(layout="N...")
-            rank = np.ndim(value)
             if info.batched and rank == x.ndim:
                 layout = info.layout
             elif rank == x.ndim - 1:

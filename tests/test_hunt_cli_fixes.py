@@ -376,6 +376,24 @@ def test_module_source_restores_sys_path(project, monkeypatch):
     assert sys.path == before
 
 
+def test_a_module_source_may_import_its_neighbours_while_the_run_lasts(project, monkeypatch):
+    # the builder (and preprocessing) of a package.module:attr source may import modules beside
+    # the config when called, as at import time; sys.path is restored when the run ends
+    (project / "lazy_neighbour_for_test.py").write_text(TINY_MODEL)
+    (project / "lazy_source_for_test.py").write_text(
+        "def build():\n    import lazy_neighbour_for_test\n    return lazy_neighbour_for_test.build()\n")
+    for name in ("lazy_neighbour_for_test", "lazy_source_for_test"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    path = config(project)
+    path.write_text(path.read_text().replace("tiny_model.py:build", "lazy_source_for_test:build"))
+    monkeypatch.chdir("/")
+    before = list(sys.path)
+    for command in ("run", "evaluate"):
+        result = run_cli(command, str(path), "-q")
+        assert result.exit_code == 0, result.output
+    assert sys.path == before
+
+
 # --------------------------------------------------------------------------------------------- #
 # 17. evaluate: config mistakes name the file and key; -q keeps matplotlib quiet
 # --------------------------------------------------------------------------------------------- #

@@ -340,3 +340,24 @@ def test_explain_skips_a_detector_naming_an_unknown_backend(host):
     with pytest.warns(PluginLoadWarning, match=r"'nonsense_detector'.*no_such_backend"):
         out = salplug.explain(linear_call_model_function(w), w, "gradients", host=host)
     np.testing.assert_allclose(out.values, w)
+
+
+class _SaysUnavailable(salplug.Method):
+    def __init__(self):
+        raise salplug.errors.BackendUnavailableError("needs the optional package foo: pip install foo")
+
+    def explain(self, ctx, x, targets):
+        raise AssertionError("never made")
+
+
+class _UnavailablePlugin:
+    @salplug.hookimpl
+    def register_methods(self, register):
+        register("says_unavailable", _SaysUnavailable)
+
+
+def test_a_salplug_error_a_plugin_raises_when_created_passes_as_it_is(host):
+    host.add_plugin(_UnavailablePlugin(), "unavailable")
+    w = np.ones((2, 2, 3), np.float32)
+    with pytest.raises(salplug.errors.BackendUnavailableError, match="pip install foo"):
+        salplug.explain(linear_call_model_function(w), w, "says_unavailable", backend="callable", host=host)

@@ -86,6 +86,8 @@ class SmoothGrad(Method):
         if stdev is not None and not _non_negative(stdev):
             raise ParameterError(f"stdev must be a non-negative number, got {stdev!r}.")
         make_rng(seed)
+        if base_params is not None and not isinstance(base_params, dict):
+            raise ParameterError(f"base_params must be a dict of the base method's parameters; got {base_params!r}.")
         method, params = self._base(ctx, base, base_params, kwargs)
         method.check(ctx, x, targets, **params)
 

@@ -69,7 +69,10 @@ class PIC(Metric):
     def check(self, ctx: MetricContext, x, targets, *, thresholds=DEFAULT_THRESHOLDS, fraction: float = 0.01,
               min_pred_value: float = 0.8, keep_monotonous: bool = True, num_data_points: int = 1000,
               reduce: str = "abs", aggregate: str = "median", keep_images: bool = False) -> None:
-        t = np.asarray(thresholds, dtype=np.float64) if not isinstance(thresholds, str) else np.array([np.nan])
+        try:
+            t = np.asarray(thresholds, dtype=np.float64) if not isinstance(thresholds, str) else np.array([np.nan])
+        except (TypeError, ValueError):  # strings, ragged lists: refused below
+            t = np.array([np.nan])
         if t.ndim != 1 or t.size == 0 or not np.isfinite(t).all() or (t <= 0).any() or (t >= 1).any() \
                 or (np.diff(t) <= 0).any():
             raise ParameterError(f"thresholds must be an ascending list of fractions in (0, 1); got {thresholds!r}.")

@@ -91,6 +91,8 @@ def test_rows_of_rows_map_back_to_the_callers_samples():
     ("occlusion", {"size": 2, "value": "black"}),
     ("xrai", {"baselines": [None], "steps": 2}),
     ("xrai", {"base_attribution": "a"}),
+    ("integrated_gradients", {"baseline": [[1, 2], [3]]}),
+    ("smoothgrad", {"base_params": 3}),
 ])
 def test_bad_parameter_values_are_parameter_errors_before_any_model_call(method, params):
     calls = []

@@ -114,6 +114,8 @@ def test_labels_params_and_given_maps(ahost):
     ({"metrics": {"deletion": {"unknown": 1}}}, ParameterError),
     ({"seed": -1}, ParameterError),
     ({"preprocess": "normalise"}, ParameterError),
+    ({"metrics": {"pic": {"thresholds": ["a", "b"]}}}, ParameterError),
+    ({"metrics": {"pic": {"thresholds": [[0.1], [0.2, 0.3]]}}}, ParameterError),
 ])
 def test_errors_before_any_model_call(kwargs, error):
     host = make_host({"recorder": _RecorderPlugin()})
