@@ -124,7 +124,13 @@ def _overrides(backend, device, batch_size, seed, target, layer) -> dict:
 
 def _absolute(out_dir) -> str | None:
     """--out relative to the working folder, not to the config file."""
-    return str(Path(out_dir).absolute()) if out_dir else None
+    if not out_dir:
+        return None
+    try:
+        return str(Path(out_dir).absolute())
+    except FileNotFoundError:  # the working folder was deleted
+        raise click.UsageError(f"--out {out_dir!r} is relative, but the working folder no longer exists; "
+                               f"give an absolute path or cd to a folder that exists.") from None
 
 
 def _finish(result_index, folder, quiet: bool) -> None:

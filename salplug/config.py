@@ -16,11 +16,11 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, ValidationError, field_validator
 
 from .errors import SalplugError, closest
 
@@ -104,6 +104,14 @@ def _real_number(value: Any) -> Any:
     return value
 
 
+def _finite(value: Any) -> Any:
+    """After conversion: a number given as text ("nan", "inf", "1e999") is refused too."""
+    for v in value if isinstance(value, (list, tuple)) else (value,):
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ValueError(f"expected a finite number, not {v}")
+    return value
+
+
 def _one_or_per_channel(value: Any) -> Any:
     """One number, or three (one per RGB channel)."""
     if isinstance(value, (list, tuple)) and len(value) != 3:
@@ -116,12 +124,23 @@ def _one_or_per_channel(value: Any) -> Any:
 Count = Annotated[int, BeforeValidator(_not_bool), Field(ge=1)]
 Seed = Annotated[int, BeforeValidator(_not_bool), Field(ge=0)]
 Side = Annotated[int, BeforeValidator(_not_bool)]
-Number = Annotated[float, BeforeValidator(_real_number)]
-PerChannel = Annotated[Union[float, tuple[float, float, float]], BeforeValidator(_one_or_per_channel)]
+Number = Annotated[float, BeforeValidator(_real_number), AfterValidator(_finite)]
+PerChannel = Annotated[Union[float, tuple[float, float, float]], BeforeValidator(_one_or_per_channel),
+                       AfterValidator(_finite)]
 
 #: Longest explanation name: it names files (``<name>_<visualizer>.png``), which most file systems
 #: limit to 255 bytes.
 MAX_NAME_BYTES = 100
+
+
+def _file_safe_name(value: str | None) -> str | None:
+    """A ``name`` that names output files: no path or reserved characters, at most MAX_NAME_BYTES."""
+    if value is not None and (not value or any(c in value for c in '/\\:*?"<>|')):
+        raise ValueError(f"name is used in file names; use letters, digits, '_', '-', '.'; got {value!r}")
+    if value is not None and len(value.encode("utf-8")) > MAX_NAME_BYTES:
+        raise ValueError(f"name is used in file names, so it may be at most {MAX_NAME_BYTES} bytes long; "
+                         f"got {len(value.encode('utf-8'))} ({value[:40]!r}...)")
+    return value
 
 
 class _Section(BaseModel):
@@ -196,12 +215,7 @@ class Explanation(_Section):
     @field_validator("name")
     @classmethod
     def _file_safe(cls, value):
-        if value is not None and (not value or any(c in value for c in '/\\:*?"<>|')):
-            raise ValueError(f"name is used in file names; use letters, digits, '_', '-', '.'; got {value!r}")
-        if value is not None and len(value.encode("utf-8")) > MAX_NAME_BYTES:
-            raise ValueError(f"name is used in file names, so it may be at most {MAX_NAME_BYTES} bytes long; "
-                             f"got {len(value.encode('utf-8'))} ({value[:40]!r}...)")
-        return value
+        return _file_safe_name(value)
 
 
 class Outputs(_Section):
@@ -218,7 +232,12 @@ class MetricEntry(_Section):
 
     metric: str
     params: dict[str, Any] = Field(default_factory=dict)
-    name: Union[str, None] = None
+    name: Union[str, None] = None  # names plot files (curve_<name>.png)
+
+    @field_validator("name")
+    @classmethod
+    def _file_safe(cls, value):
+        return _file_safe_name(value)
 
 
 class Evaluation(_Section):
@@ -352,9 +371,16 @@ def apply_overrides(data: Mapping[str, Any], overrides: Mapping[str, Any] | None
     A key of :data:`LINKED_KEYS` sets its linked keys too. A section that is present but not a
     table is a :class:`ConfigError` (never replaced by the override).
     """
+    return _merge(data, overrides, env)[0]
+
+
+def _merge(data: Mapping[str, Any], overrides: Mapping[str, Any] | None,
+           env: Mapping[str, str] | None) -> tuple[dict[str, Any], set[str]]:
+    """:func:`apply_overrides`, plus the linked keys it set (echoes of a key the user set)."""
     import copy
 
     out = copy.deepcopy(dict(data))
+    echoes: set[str] = set()
     env = os.environ if env is None else env
     for var, key in ENV_VARS.items():
         if env.get(var) not in (None, ""):
@@ -363,11 +389,13 @@ def apply_overrides(data: Mapping[str, Any], overrides: Mapping[str, Any] | None
                 value = str(Path(value).expanduser().absolute())
             for k in (key, *LINKED_KEYS.get(key, ())):
                 _set_path(out, k, value, f"the variable {var}")
+            echoes.update(LINKED_KEYS.get(key, ()))
     for key, value in (overrides or {}).items():
         if value is not None:
             for k in (key, *LINKED_KEYS.get(key, ())):
                 _set_path(out, k, value, "a command-line flag or call argument")
-    return out
+            echoes.update(LINKED_KEYS.get(key, ()))
+    return out, echoes
 
 
 # --------------------------------------------------------------------------------------------- #
@@ -429,7 +457,9 @@ def _describe(error: Mapping[str, Any]) -> str:
     return f"{where}: {message} (got {value!r})." if kind != "value_error" else f"{where}: {message}."
 
 
-def _format_errors(exc: ValidationError) -> str:
+def _format_errors(exc: ValidationError, echoes: Collection[str] = ()) -> str:
+    """One paragraph for all errors; an error at an ``echoes`` key (a linked key an override set,
+    see :data:`LINKED_KEYS`) is left out when its own key's error says the same."""
     seen: dict[tuple, str] = {}
     for error in exc.errors():
         loc = tuple(error["loc"])
@@ -441,12 +471,20 @@ def _format_errors(exc: ValidationError) -> str:
             seen[loc] = _describe(error)
     # A union member that failed deeper (a table's key) explains more than "not a string".
     deepest = [loc for loc in seen if not any(other[:len(loc)] == loc and other != loc for other in seen)]
+    reported = {_loc(loc) for loc in deepest}
+    primary = {linked: key for key, linked_keys in LINKED_KEYS.items() for linked in linked_keys}
+    deepest = [loc for loc in deepest if not (_loc(loc) in echoes and primary[_loc(loc)] in reported)]
     return " ".join(seen[loc] for loc in deepest)
 
 
 def validate_config(data: Mapping[str, Any], *, source: str | None = None, base_dir: str | Path = ".",
                     host: Any = None) -> Config:
     """Validate a raw mapping into a :class:`Config`; then check names against the registries."""
+    return _validate(data, source=source, base_dir=base_dir, host=host)
+
+
+def _validate(data: Mapping[str, Any], *, source: str | None, base_dir: str | Path, host: Any,
+              echoes: Collection[str] = ()) -> Config:
     if not isinstance(data, Mapping):
         raise ConfigError(f"a config is a table of keys, not {type(data).__name__}.", source)
     if "base_dir" in data:
@@ -454,7 +492,7 @@ def validate_config(data: Mapping[str, Any], *, source: str | None = None, base_
     try:
         config = Config.model_validate({**data, "base_dir": str(base_dir)})
     except ValidationError as exc:
-        raise ConfigError(_format_errors(exc), source) from None
+        raise ConfigError(_format_errors(exc, echoes), source) from None
     if host is not None:
         check_names(config, host, source=source)
     return config
@@ -561,7 +599,7 @@ def load_config(path: str | Path | None = None, *, data: Mapping[str, Any] | Non
     else:
         raw, source, base = dict(data or {}), None, Path.cwd()
     try:
-        merged = apply_overrides(raw, overrides, env)
+        merged, echoes = _merge(raw, overrides, env)
     except ConfigError as exc:
         raise ConfigError(str(exc), source) from None
-    return validate_config(merged, source=source, base_dir=base, host=host)
+    return _validate(merged, source=source, base_dir=base, host=host, echoes=echoes)

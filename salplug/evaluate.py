@@ -256,6 +256,7 @@ class EvaluationResult:
             for name, curve in result.curves.items():
                 kinds.setdefault(name, []).append((label, curve))
         out = {}
+        taken: set[str] = set()
         for name, entries in kinds.items():
             ticks = entries[0][1].ticks
             fig = Figure(figsize=(max(6.4, 0.28 * len(ticks)) if ticks else 6.4, 4.8 if not ticks else 5.6))
@@ -283,7 +284,7 @@ class EvaluationResult:
             if ax.get_legend_handles_labels()[0]:  # no line (no image scored): no legend, no warning
                 ax.legend(fontsize=8)
             fig.tight_layout()
-            path = folder / f"curve_{name}.png"
+            path = folder / f"curve_{_file_safe(name, taken)}.png"
             fig.savefig(path, dpi=110)
             out[name] = str(path)
         return out
@@ -367,6 +368,9 @@ seed {self.seed}. Mean &plusmn; standard deviation over images; &uarr; higher is
                                 encoding="utf-8")
                 files["html"] = str(page)
             staging.commit()
+        except OSError as exc:  # a full disk, a name the file system refuses, a folder gone
+            staging.discard()
+            raise error(f"{where}: writing {str(final)!r} failed: {exc}; nothing was written.") from exc
         except BaseException:
             staging.discard()
             raise
@@ -390,6 +394,19 @@ def _relabel(result: Any, label: str, name: str) -> Any:
         higher_is_better={mapping.get(k, k): v for k, v in result.higher_is_better.items()},
         curves={mapping.get(k, f"{label}.{k}"): v for k, v in result.curves.items()},
         summary={f"{label}.{k}": v for k, v in result.summary.items()})
+
+
+def _file_safe(name: str, taken: set[str]) -> str:
+    """``name`` as part of a file name: characters file systems refuse become ``_``, at most 100
+    bytes, distinct from the names in ``taken`` (which it joins)."""
+    safe = "".join("_" if c in '/\\:*?"<>|' or ord(c) < 32 else c for c in name) or "_"
+    while len(safe.encode("utf-8")) > 100:
+        safe = safe[:-1]
+    base, n = safe, 2
+    while safe.lower() in taken:
+        safe, n = f"{base}_{n}", n + 1
+    taken.add(safe.lower())
+    return safe
 
 
 def _href(name: str) -> str:
@@ -504,7 +521,11 @@ def _checked_result(result: Any, n: int, who: str) -> Any:
     for name, curve in result.curves.items():
         if not isinstance(curve, Curve):
             raise bad(f"returned curve {name!r} as {type(curve).__name__}, not a salplug.metrics.base.Curve")
-        x, y = np.shape(curve.x), np.shape(curve.y)
+        try:
+            x, y = np.asarray(curve.x, np.float64).shape, np.asarray(curve.y, np.float64).shape
+        except (TypeError, ValueError):
+            raise bad(f"returned curve {name!r} whose x or y is not a rectangular array of numbers (a ragged "
+                      f"list, or values that are not numbers)") from None
         if len(x) != 1 or y != (n, x[0]):
             raise bad(f"returned curve {name!r} with x of shape {x} and y of shape {y}; y is one row per "
                       f"image, one column per x value ({n}, P)")
@@ -819,7 +840,10 @@ def _evaluate_config(config: Any, *, host: Any, quiet: bool, metrics: Any, out_d
     folder = out_dir or (config.path(section["folder"]) if section.get("folder") else
                          config.path(config.outputs.folder) / "evaluation")
     overwrite = config.outputs.overwrite
-    folder = check_destination(folder, overwrite=overwrite, where="evaluation.folder")  # --out or the file
+    try:  # --out or the file
+        folder = check_destination(folder, overwrite=overwrite, where="evaluation.folder")
+    except ConfigError as exc:
+        raise ConfigError(str(exc), source) from None
     plan = plan_run(config, host=host, quiet=quiet, source=source, destination=False)
     loaded = plan.loaded
     shapes = {shown.shape for _, shown in plan.prepared}
@@ -836,6 +860,9 @@ def _evaluate_config(config: Any, *, host: Any, quiet: bool, metrics: Any, out_d
                       seed=config.seed, include_random=section.get("include_random", True),
                       progress=not quiet, names=[p.name for p in plan.images], host=host,
                       backend_options=loaded.options, layout="NHWC")  # NHWC, as run gives the model
-    result._save(folder, ("csv", "json", "png", "html"), overwrite=overwrite, where="evaluation.folder",
-                 overwrite_key="outputs.overwrite", error=ConfigError, claim_parent=inside_run)
+    try:
+        result._save(folder, ("csv", "json", "png", "html"), overwrite=overwrite, where="evaluation.folder",
+                     overwrite_key="outputs.overwrite", error=ConfigError, claim_parent=inside_run)
+    except ConfigError as exc:
+        raise ConfigError(str(exc), source) from None
     return result

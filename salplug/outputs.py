@@ -8,6 +8,7 @@ Shared by ``salplug run`` (runner) and ``salplug evaluate`` (evaluate).
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 import shutil
@@ -30,10 +31,28 @@ def check_destination(folder: str | Path, *, overwrite: bool = True, where: str 
     """``folder`` made absolute, once it is sure salplug may write it (:class:`Staging` does).
 
     It may be missing (its parents are created), empty, or a folder salplug wrote (when
-    ``overwrite``); never a file or somebody else's folder; its parent must be writable.
+    ``overwrite``); never a file, somebody else's folder, the working folder or one holding it,
+    or a loop of symbolic links; its parent must be writable.
     """
+    try:
+        here: Path | None = Path(os.path.realpath(os.getcwd()))
+    except FileNotFoundError:  # deleted under the shell
+        here = None
+        if not Path(folder).is_absolute():
+            raise error(f"{where}: the working folder no longer exists, so {str(folder)!r} cannot be placed; "
+                        f"change to an existing folder (cd) and try again.") from None
     final = Path(folder).absolute()
+    try:
+        os.stat(final)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise error(f"{where}: {str(final)!r} goes through a loop of symbolic links ({exc.strerror}); "
+                        f"fix or remove the link, or choose another folder.") from None
     real = _real(final)
+    if here is not None and (real == here or real in here.parents):
+        raise error(f"{where}: {str(final)!r} is the working folder or holds it; salplug replaces its output "
+                    f"folder whole, which would delete the folder you are working in. Choose a folder inside "
+                    f"it (e.g. 'salplug-out') or elsewhere.")
     if final.exists():
         if not final.is_dir():
             raise error(f"{where}: {str(final)!r} is a file; choose a folder name.")
@@ -57,8 +76,9 @@ def check_destination(folder: str | Path, *, overwrite: bool = True, where: str 
 
 
 def _real(folder: Path) -> Path:
-    """Where ``folder`` lives: a symbolic link's target (written through, the link kept), else itself."""
-    return Path(os.path.realpath(folder)) if folder.is_symlink() else folder
+    """Where ``folder`` lives, every symbolic link on its path followed, dangling ones included
+    (a link is written through and kept; a missing target is created)."""
+    return Path(os.path.realpath(folder))
 
 
 def _new_folder(parent: Path, prefix: str) -> Path:
@@ -77,15 +97,17 @@ def _new_folder(parent: Path, prefix: str) -> Path:
 class Staging:
     """A hidden temporary folder next to ``final``, holding the marker, moved into place by :meth:`commit`.
 
-    ``final`` may be a symbolic link to a folder: the folder it points to is replaced and the
-    link stays. ``claim_parent``: also mark ``final``'s parent as salplug output when this
-    created it or it was empty (``salplug evaluate`` writing inside the run's folder).
+    ``final`` may be (or lie under) a symbolic link, dangling or not: the folder it points to is
+    written (created if missing) and the link stays. ``claim_parent``: also mark the folder
+    holding ``final`` as salplug output when this created it or it was empty (``salplug
+    evaluate`` writing inside the run's folder).
     """
 
     def __init__(self, final: Path, where: str = "outputs.folder", claim_parent: bool = False,
                  error: type[SalplugError] = ConfigError):
         self.final = final
         self.target = _real(final)
+        self.owner = _real(final.parent)  # the folder holding ``final`` (not a link target's parent)
         self.created: list[Path] = []
         parent = self.target.parent
         missing = []
@@ -93,7 +115,7 @@ class Staging:
             missing.append(parent)
             parent = parent.parent
         try:
-            self.claim = claim_parent and (bool(missing) or not any(self.target.parent.iterdir()))
+            self.claim = claim_parent and (not self.owner.exists() or not any(self.owner.iterdir()))
             for folder in reversed(missing):
                 folder.mkdir()
                 self.created.append(folder)
@@ -111,8 +133,8 @@ class Staging:
         self.path.rename(self.target)
         if old is not None:
             _remove(old)
-        if self.claim and not (self.target.parent / MARKER).exists():
-            (self.target.parent / MARKER).write_text(MARKER_TEXT, encoding="utf-8")
+        if self.claim and self.owner.is_dir() and not (self.owner / MARKER).exists():
+            (self.owner / MARKER).write_text(MARKER_TEXT, encoding="utf-8")
 
     def discard(self) -> None:
         if hasattr(self, "path"):

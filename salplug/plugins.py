@@ -252,14 +252,13 @@ class PluginHost:
         that is not a registered backend is skipped the same way (``create_adapter`` asks so).
         """
         impls = self.pm.hook.detect_backend.get_hookimpls()
-        if any(getattr(i, "hookwrapper", False) or getattr(i, "wrapper", False) for i in impls):
-            answer = self.pm.hook.detect_backend(model=model)  # wrappers need pluggy's own call loop
-            if answer is not None and not self._usable(answer, registered):
-                raise PluginError(f"A detect_backend hook answered {_short_repr(answer)} for a model of type "
-                                  f"{type(model).__qualname__}, which is not a registered backend "
-                                  f"({', '.join(self.backends.names())}). Pass backend= explicitly.")
-            return answer
-        for impl in reversed(impls):  # pluggy's call order: tryfirst / last registered first
+        if any(_is_wrapper(i) for i in impls):
+            return self._detect_wrapped(model, registered)
+        return self._detect(model, impls, registered)
+
+    def _detect(self, model: Any, impls: list[Any], registered: bool) -> str | None:
+        """pluggy's call order (tryfirst / last registered first), each detector guarded."""
+        for impl in reversed([i for i in impls if not _is_wrapper(i)]):
             try:
                 answer = impl.function(*[{"model": model}[arg] for arg in impl.argnames])
             except Exception as exc:  # noqa: BLE001 - one broken detector must not break auto-detection
@@ -268,12 +267,59 @@ class PluginHost:
             if answer is None:
                 continue
             if not self._usable(answer, registered):
-                what = "registered backend" if isinstance(answer, str) else "backend name (a string)"
-                self._detector_failed(impl.plugin_name, f"answered {_short_repr(answer)}, which is not a {what} "
-                                                        f"(registered: {', '.join(self.backends.names())})")
+                self._detector_failed(impl.plugin_name, self._unusable(answer))
                 continue
             return answer
         return None
+
+    def _detect_wrapped(self, model: Any, registered: bool) -> str | None:
+        """Hook wrappers need pluggy's own call loop, which hides who answered: on a bad outcome
+        the detectors are asked again one by one to find the culprit, which is then left out."""
+        left_out: list[Any] = []
+        while True:
+            caller = self.pm.subset_hook_caller("detect_backend", left_out) if left_out else self.pm.hook.detect_backend
+            error = None
+            try:
+                answer = caller(model=model)
+            except Exception as exc:  # noqa: BLE001 - a detector (or a wrapper) raised
+                answer, error = None, exc
+            if error is None and (answer is None or self._usable(answer, registered)):
+                return answer
+            impls = caller.get_hookimpls()
+            what = f"raised {_describe(error)}" if error is not None else self._unusable(answer)
+            culprit = self._culprit(model, impls, answer, error, registered)
+            if culprit is None:  # a wrapper changed the outcome, or a detector answered differently this time
+                wrappers = sorted({i.plugin_name for i in impls if _is_wrapper(i)})
+                message = (f"salplug: the detect_backend hooks {what}, and salplug cannot tell which plugin did: "
+                           f"a hook wrapper (from plugin(s) {', '.join(map(repr, wrappers))}) can change "
+                           f"the outcome, which pluggy's wrapper loop hides. The answer was skipped and the "
+                           f"detectors were asked without the wrappers. Pass backend= explicitly, or block "
+                           f"the plugin with SALPLUG_BLOCK_PLUGINS.")
+                if self.strict:
+                    raise PluginError(message + " (strict mode: unset SALPLUG_STRICT_PLUGINS to only warn)") \
+                        from error
+                warnings.warn(message, PluginLoadWarning, stacklevel=3)
+                return self._detect(model, impls, registered)
+            self._detector_failed(culprit, what, error)
+            left_out.append(self.pm.get_plugin(culprit))
+
+    def _culprit(self, model: Any, impls: list[Any], answer: Any, error: Exception | None,
+                 registered: bool) -> str | None:
+        """The plugin whose detector gave the bad outcome (the first to raise or answer, in pluggy's
+        order, doing the same again), or None when none did."""
+        for impl in reversed([i for i in impls if not _is_wrapper(i)]):
+            try:
+                again = impl.function(*[{"model": model}[arg] for arg in impl.argnames])
+            except Exception as exc:  # noqa: BLE001
+                return impl.plugin_name if error is not None and type(exc) is type(error) else None
+            if again is not None:
+                same = error is None and not self._usable(again, registered) and _same(again, answer)
+                return impl.plugin_name if same else None
+        return None
+
+    def _unusable(self, answer: Any) -> str:
+        what = "registered backend" if isinstance(answer, str) else "backend name (a string)"
+        return f"answered {_short_repr(answer)}, which is not a {what} (registered: {', '.join(self.backends.names())})"
 
     def _usable(self, answer: Any, registered: bool) -> bool:
         return isinstance(answer, str) and bool(answer) and (not registered or answer in self.backends)
@@ -289,6 +335,18 @@ class PluginHost:
         if plugin_name not in self._warned_detectors:
             self._warned_detectors.add(plugin_name)
             warnings.warn(message, PluginLoadWarning, stacklevel=3)
+
+
+def _is_wrapper(impl: Any) -> bool:
+    return bool(getattr(impl, "hookwrapper", False) or getattr(impl, "wrapper", False))
+
+
+def _same(a: Any, b: Any) -> bool:
+    """``a == b`` for any two answers (an object whose ``==`` raises or is not a bool: identity)."""
+    try:
+        return a is b or bool(a == b)
+    except Exception:  # noqa: BLE001 - an odd answer's __eq__ / __bool__
+        return False
 
 
 def _short_repr(value: Any, limit: int = 80) -> str:

@@ -720,7 +720,9 @@ def plan_run(config: Config, *, host: Any = None, quiet: bool = False, source: s
                                        f"--device out.") from None
         raise fail("model.options", f"the {loaded.backend!r} backend rejected an option: {exc}") from None
     except SalplugError as exc:
-        if getattr(exc, "backend", None):  # the backend's adapter could not take the model
+        # the backend's adapter could not take the model, or a plugin backend could not be loaded
+        # (a lazy target whose module raises): its own error, type kept, at the key
+        if getattr(exc, "backend", None) or isinstance(exc, PluginError):
             raise _located(exc, "model.backend", source) from exc.__cause__
         raise fail("model.device" if config.model.device is not None and "device" in str(exc) else "model",
                    exc) from None

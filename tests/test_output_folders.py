@@ -88,7 +88,7 @@ def test_evaluate_never_writes_over_a_folder_salplug_did_not_write(project):
     before = listing(project)
     result = run_cli("evaluate", str(config), "-q", "--out", str(mine))
     assert result.exit_code == 2, result.output
-    assert result.stderr.startswith("error: evaluation.folder:") and "not written by salplug" in result.stderr
+    assert result.stderr.startswith(f"error: {config}: evaluation.folder:") and "not written by salplug" in result.stderr
     assert "Traceback" not in result.output
     assert (mine / "index.html").read_text() == "<html>my own page</html>"
     assert listing(project) == before  # no staging folder left either
