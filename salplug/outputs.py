@@ -53,11 +53,13 @@ def check_destination(folder: str | Path, *, overwrite: bool = True, where: str 
         raise error(f"{where}: {str(final)!r} is the working folder or holds it; salplug replaces its output "
                     f"folder whole, which would delete the folder you are working in. Choose a folder inside "
                     f"it (e.g. 'salplug-out') or elsewhere.")
-    if final.exists():
-        if not final.is_dir():
+    # checked where the folder really is (what gets replaced): links followed, and '..' after a
+    # missing folder resolved as the OS will ('new/../mine' is 'mine')
+    if real.exists():
+        if not real.is_dir():
             raise error(f"{where}: {str(final)!r} is a file; choose a folder name.")
-        if any(final.iterdir()):
-            if not (final / MARKER).exists():
+        if any(real.iterdir()):
+            if not (real / MARKER).exists():
                 raise error(f"{where}: {str(final)!r} exists and was not written by salplug; choose "
                             f"another folder (salplug only replaces its own output folders).")
             if not overwrite:

@@ -17,6 +17,7 @@ import inspect
 import json
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -794,17 +795,31 @@ def run(config: Config, *, host: Any = None, quiet: bool = False, source: str | 
         return _run(config, host=host, quiet=quiet, source=source, log=log, title=title, skipped=skipped)
 
 
+_ON_PATH: dict[str, int] = {}  # folder -> runs that put it on sys.path and still need it
+_ON_PATH_LOCK = threading.Lock()
+
+
 @contextlib.contextmanager
 def config_folder_on_path(folder: str | None) -> Iterator[None]:
-    """``folder`` at the front of ``sys.path`` for the block (unless it is there already)."""
-    added = bool(folder) and folder not in sys.path
-    if added:
-        sys.path.insert(0, folder)
+    """``folder`` on ``sys.path`` for the block: added at the front unless it is there already,
+    and taken off when the last run that added it (runs may overlap in threads) ends."""
+    folder = str(folder) if folder else None
+    with _ON_PATH_LOCK:
+        ours = folder is not None and (folder in _ON_PATH or folder not in sys.path)
+        if ours:
+            if folder not in _ON_PATH:
+                sys.path.insert(0, folder)
+            _ON_PATH[folder] = _ON_PATH.get(folder, 0) + 1
     try:
         yield
     finally:
-        if added and folder in sys.path:
-            sys.path.remove(folder)
+        if ours:
+            with _ON_PATH_LOCK:
+                _ON_PATH[folder] -= 1
+                if not _ON_PATH[folder]:
+                    del _ON_PATH[folder]
+                    if folder in sys.path:
+                        sys.path.remove(folder)
 
 
 def _run(config: Config, *, host: Any, quiet: bool, source: str | None, log: Callable[[str], None] | None,

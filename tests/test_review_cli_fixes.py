@@ -93,6 +93,18 @@ def test_symlink_loop_as_output_is_refused_before_the_model_loads(project, comma
     assert "no weights here" not in message
 
 
+@pytest.mark.parametrize("out", ["missing/../precious", "dangling"])
+def test_a_path_that_resolves_to_somebody_elses_folder_is_refused(project, out):
+    # 'missing/../precious' is 'precious' once the OS resolves it; so is a dangling link
+    # through a missing folder: the checks look at the folder that would be replaced
+    (project / "precious").mkdir()
+    (project / "precious" / "thesis.txt").write_text("mine")
+    (project / "dangling").symlink_to(project / "gone" / ".." / "precious")
+    with pytest.raises(ConfigError, match="was not written by salplug"):
+        check_destination(out)
+    assert (project / "precious" / "thesis.txt").read_text() == "mine"
+
+
 # --------------------------------------------------------------------------------------------- #
 # 5. evaluate: a metric name that cannot name files is refused; write failures are one error line
 # --------------------------------------------------------------------------------------------- #
@@ -340,3 +352,18 @@ def test_evaluate_save_write_failure_is_a_parameter_error(tmp_path, monkeypatch)
     with pytest.raises(ParameterError, match="out_dir: writing .*No space left on device.*nothing was written"):
         result.save(tmp_path / "ev")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_overlapping_runs_keep_their_config_folder_on_sys_path_until_the_last_ends(tmp_path):
+    # two runs from one folder, overlapping (threads): the first to end must not take the
+    # folder off while the other still imports from it
+    from salplug.runner import config_folder_on_path
+
+    folder = str(tmp_path)
+    first, second = config_folder_on_path(folder), config_folder_on_path(folder)
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)
+    assert folder in sys.path
+    second.__exit__(None, None, None)
+    assert folder not in sys.path

@@ -135,8 +135,8 @@ def _own_get_mask(instance: Any) -> bool:
     if "GetMask" in vars(instance):
         return False
     for klass in type(instance).__mro__:
-        if "_spec" in vars(klass):
-            return type(instance).GetMask is vars(klass).get("_facade_get_mask")
+        if "_facade_get_mask" in vars(klass):  # the nearest of salplug's own façade classes
+            return type(instance).GetMask is vars(klass)["_facade_get_mask"]
     return False
 
 
@@ -149,7 +149,9 @@ class CoreSaliency:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if "_spec" in vars(cls):  # a façade class: its own GetMask, to tell a patched or overriding one
+        # salplug's own façade classes (not a user's subclass, even one with a _spec of its
+        # own): their GetMask, to tell a patched or overriding one
+        if "_spec" in vars(cls) and cls.__module__.startswith(("salplug.core.", "salplug.tf1.")):
             cls._facade_get_mask = cls.GetMask
 
     def GetMask(self, x_value, call_model_function, call_model_args=None):

@@ -257,3 +257,18 @@ def test_get_smoothed_mask_batches_noisy_copies_into_batch_size_calls(name, para
     x = np.random.default_rng(1).uniform(size=(6, 6, 3))
     getattr(sp, name)().GetSmoothedMask(x, fn, nsamples=6, batch_size=3, **params)
     assert calls and max(calls) == 3 and sum(calls) == 6 * max(1, params.get("x_steps", params.get("steps", 1)))
+
+
+def test_a_user_subclass_with_a_spec_of_its_own_is_smoothed_through_its_get_mask():
+    class ZeroGradients(sp.GradientSaliency):
+        def _spec(self, batch_size=1):  # a name of the user's own choosing
+            raise AssertionError("salplug's batched path must not use a subclass's _spec")
+
+        def GetMask(self, x_value, call_model_function, call_model_args=None, batch_size=1):
+            return np.zeros_like(x_value)
+
+    def fn(xb, call_model_args=None, expected_keys=None):
+        return {sp.INPUT_OUTPUT_GRADIENTS: np.ones_like(np.asarray(xb, np.float64))}
+
+    x = np.random.default_rng(2).uniform(size=(4, 4, 3))
+    assert ZeroGradients().GetSmoothedMask(x, fn, nsamples=3).max() == 0.0
