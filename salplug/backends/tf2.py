@@ -538,19 +538,23 @@ class TF2Adapter:
             arr, kind, device = x.numpy(), "tf", getattr(x, "device", None)
         else:
             arr, kind, device = read_array(x), "numpy", None
-        if self.is_conv2d:
-            check_image_rank(arr, "(H, W, C) or a batch (N, H, W, C)")
         declared = _declared_input(self.model) if self.keras else None
+        # images in: a 2-D conv net, unless its declared input is not an image batch (a model
+        # that reshapes (N, 28, 28) into images itself)
+        images = self.is_conv2d and (declared is None or len(declared[0]) == 4)
+        if images:
+            check_image_rank(arr, "(H, W, C) or a batch (N, H, W, C)")
         if layout is None:
             layout = default_layout(arr.ndim, self.channels_first)
-            if declared is not None and not self.is_conv2d:  # the model's own rank says batch or not
+            if declared is not None and not images:  # the model's own rank says batch or not
                 want = declared[0]
                 if arr.ndim == len(want):
                     layout = "N..."
                 elif arr.ndim == len(want) - 1 and all(w is None or w == g for w, g in zip(want[1:], arr.shape)):
                     layout = "..."
         canonical, info = numpy_to_canonical(arr, layout, kind=kind, device=device)
-        check_channels(canonical, self.in_channels, info, arr.shape)
+        if images:
+            check_channels(canonical, self.in_channels, info, arr.shape)
         if declared is not None:
             self._check_declared(canonical, arr.shape, declared)
         return canonical, info

@@ -468,3 +468,26 @@ def test_a_sequential_model_refusing_the_input_size_is_an_input_error(compile):
     x = np.random.default_rng(0).random((2, 9, 9, 3), np.float32)
     with pytest.raises(InputError, match=r"cannot take inputs of shape \(2, 9, 9, 3\).*incompatible"):
         salplug.explain(model, x, "gradients", target=1, backend_options={"compile": compile})
+
+
+@pytest.mark.parametrize("functional", [False, True])
+def test_a_conv_model_that_reshapes_its_declared_input_takes_batches_of_it(functional):
+    # Input((28, 28)) + Reshape + Conv2D: a (N, 28, 28) batch used to be read as one HWC image
+    # of 28 channels and refused
+    keras.utils.set_random_seed(0)
+    layers = [L.Reshape((28, 28, 1)), L.Conv2D(4, 3), L.GlobalAveragePooling2D(), L.Dense(10)]
+    if functional:
+        inp = keras.Input((28, 28))
+        out = inp
+        for layer in layers:
+            out = layer(out)
+        model = keras.Model(inp, out)
+    else:
+        model = keras.Sequential([keras.Input((28, 28)), *layers])
+    x = np.random.default_rng(0).random((2, 28, 28), np.float32)
+    out = salplug.explain(model, x, "gradients", target=3).values
+    xt = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(xt)
+        score = tf.reduce_sum(model(xt)[:, 3])
+    np.testing.assert_allclose(out, tape.gradient(score, xt).numpy(), rtol=1e-5, atol=1e-6)
