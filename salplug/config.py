@@ -136,7 +136,8 @@ MAX_NAME_BYTES = 100
 def _file_safe_name(value: str | None) -> str | None:
     """A ``name`` that names output files: no path or reserved characters, at most MAX_NAME_BYTES."""
     if value is not None and (not value or any(c in value for c in '/\\:*?"<>|')):
-        raise ValueError(f"name is used in file names; use letters, digits, '_', '-', '.'; got {value!r}")
+        raise ValueError(f"name is used in file names, so it may not be empty nor hold any of / \\ : * ? \" "
+                         f"< > |; got {value!r}")
     if value is not None and len(value.encode("utf-8")) > MAX_NAME_BYTES:
         raise ValueError(f"name is used in file names, so it may be at most {MAX_NAME_BYTES} bytes long; "
                          f"got {len(value.encode('utf-8'))} ({value[:40]!r}...)")
