@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError, ParameterError, SalplugError, model_failure
+from .errors import InputError, ParameterError, SalplugError, TargetError, model_failure
 from .registry import call_plugin, instantiate, resolve_keywords
 
 __all__ = ["DEFAULT_METHODS", "DEFAULT_METRICS", "EvaluationResult", "evaluate", "evaluate_config"]
@@ -695,6 +695,10 @@ def evaluate(model: Any, images: Any, methods: Any = DEFAULT_METHODS, metrics: A
         ctx.probabilities = all(are_probabilities(o) for o in outputs)
         if ctx.probabilities:
             notes_first.append(PROBABILITIES_NOTE)
+        width = min(np.asarray(o).reshape(len(o), -1).shape[1] for o in outputs) if outputs else None
+        if width is not None and int(targets.indices.max(initial=0)) >= width:  # the backend could not tell before
+            raise TargetError(f"target {int(targets.indices.max())} is out of range: the model gives {width} "
+                              f"outputs per image (classes 0..{width - 1}).")
     for mlabel, metric, full in plan_metrics:
         _check_metric(host.metrics.get(metric.name), metric, mlabel, _probe(ctx, plan_methods), x, targets, full)
 

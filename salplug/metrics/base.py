@@ -194,7 +194,7 @@ def sample_rng(seed: int, image: np.ndarray, salt: str = "") -> np.random.Genera
     The same image gets the same draws whatever batch it is in, and another image other draws.
     """
     digest = zlib.crc32(np.ascontiguousarray(image, dtype=np.float32).tobytes())
-    return np.random.default_rng([int(seed) & 0xFFFFFFFF, digest, zlib.crc32(salt.encode())])
+    return np.random.default_rng([int(seed), digest, zlib.crc32(salt.encode())])  # any int >= 0, whole
 
 
 def rank_pixels(saliency: np.ndarray, x: np.ndarray, seed: int) -> np.ndarray:

@@ -59,6 +59,8 @@ def check_baseline(baseline: Any, x: np.ndarray, name: str = "baseline") -> None
     if isinstance(baseline, str):
         check_choice(baseline, BASELINES, name)
         return
+    if isinstance(baseline, (bool, np.bool_)):
+        raise ParameterError(f"{name} must be one of {BASELINES}, a number or an array; got {baseline!r}.")
     try:
         arr = np.asarray(baseline, dtype=np.float64)
     except (TypeError, ValueError):

@@ -494,3 +494,27 @@ def test_evaluate_quiet_prints_no_notes(tmp_path, monkeypatch):
     assert loud.exit_code == quiet.exit_code == 0, loud.output + quiet.output
     assert "note: outputs used as probabilities" in loud.output
     assert "note:" not in quiet.output and "the table" in quiet.output
+
+
+def test_a_target_past_the_models_outputs_is_a_target_error_before_the_metrics_run():
+    # a torch model without a final Linear layer: its class count shows only in its outputs
+    torch = pytest.importorskip("torch")
+
+    class TwoScores(torch.nn.Module):
+        def forward(self, x):
+            m = x.mean((1, 2, 3))
+            return torch.stack([4 * m - 2, torch.zeros_like(m)], 1)
+
+    x = np.random.default_rng(0).uniform(0, 1, (2, 5, 6, 3)).astype(np.float32)
+    with pytest.raises(salplug.errors.TargetError, match="target 5 is out of range"):
+        evaluate(TwoScores(), x, [], ["deletion"], maps={"m": np.ones((2, 5, 6))}, target=5, progress=False)
+
+
+def test_seeds_past_32_bits_are_their_own():
+    image = np.zeros((2, 2, 3))
+    assert not np.array_equal(sample_rng(0, image).random(8), sample_rng(2**32, image).random(8))
+
+
+def test_a_boolean_baseline_is_refused(ahost):
+    with pytest.raises(ParameterError, match="baseline"):
+        quick(AnalyticModel(SHAPE, classes=3, seed=0), images(), ahost, metrics={"deletion": {"baseline": True}})
