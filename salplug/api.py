@@ -145,6 +145,12 @@ def run_method(ctx: Context, name: str, x: np.ndarray, targets: Targets,
     return out
 
 
+def _check_progress(progress: Any) -> bool:
+    if not isinstance(progress, (bool, np.bool_)):
+        raise ParameterError(f"progress must be True or False, got {progress!r}.")
+    return bool(progress)
+
+
 def _asks_coarse(params: dict[str, Any]) -> bool:
     """should_resize=False among the parameters, or among a wrapped method's (SmoothGrad's base_params)."""
     return params.get("should_resize") is False or any(
@@ -275,7 +281,7 @@ class Explainer:
             raise ParameterError(f"batch_size must be a positive int, got {batch_size!r}.")
         self.batch_size = batch_size or getattr(self.adapter, "default_batch_size", DEFAULT_BATCH_SIZE)
         self._auto_batch = batch_size is None  # then the adapter may size batches per input
-        self.progress = progress
+        self.progress = _check_progress(progress)
 
     @property
     def backend(self) -> str:
@@ -291,7 +297,8 @@ class Explainer:
             raise ParameterError(f"batch_size must be a positive int, got {batch_size!r}.")
         canonical, info = self.adapter.to_canonical(x, layout)
         size = batch_size or self.batch_size
-        ctx = Context(self.adapter, self.host, size, self.progress if progress is None else progress, info)
+        progress = self.progress if progress is None else _check_progress(progress)
+        ctx = Context(self.adapter, self.host, size, progress, info)
         if hasattr(m, "check"):  # parameter values, before the top-1 forward pass
             call_plugin(self.host.methods.get(m.name), CHECKING, m.check, ctx, canonical, Targets.none(), **full)
         if batch_size is None and self._auto_batch and hasattr(self.adapter, "batch_size_for"):
@@ -317,6 +324,8 @@ class Explainer:
         else:
             canonical_values = np.asarray(out.values, dtype=np.float32)
             values = self.adapter.from_canonical(canonical_values, info)
+            if isinstance(values, np.ndarray) and np.shares_memory(values, canonical_values):
+                values = values.copy()  # the caller's array, never the one visualizers and metrics read
         return Attribution(
             values=values,
             canonical=canonical_values,

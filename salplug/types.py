@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextvars
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
@@ -364,7 +365,7 @@ def _scalar(value: Any, name: str) -> float:
     raise ParameterError(f"{name} must be a number, an array or a callable; got {value!r}.")
 
 
-@dataclass
+@dataclass(eq=False)  # arrays inside: compared by identity (== of two results would be ambiguous)
 class Attribution:
     """The result of ``explain()``.
 
@@ -389,6 +390,14 @@ class Attribution:
         """Canonical float32 values, batch first and channels last."""
         return self.canonical
 
+    def __getstate__(self) -> dict[str, Any]:
+        """For pickle and deepcopy: the canonical values read (not a function), no plugin host
+        (it holds loaded modules; a restored result renders with the process-wide host)."""
+        state = dict(self.__dict__)
+        state["_canonical"] = self.canonical
+        state["host"] = None
+        return state
+
     def __len__(self) -> int:
         return len(self.canonical)
 
@@ -406,9 +415,19 @@ class Attribution:
     def save(self, path: str, kind: str = "grayscale", index: int = 0, image: Any = None, *,
              host: PluginHost | None = None, **params: Any) -> str:
         """Render sample ``index`` (as ``visualize``, same ``host``) and write a PNG; returns the path."""
+        from .errors import ParameterError
         from .visualizers import save_png
 
-        return save_png(self.visualize(kind, index, image, host=host, **params), path)
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not -len(self) <= index < len(self):
+            raise ParameterError(f"index must be an int in 0..{len(self) - 1} (the batch has {len(self)} maps); "
+                                 f"got {index!r}.")
+        if Path(path).suffix.lower() != ".png":
+            raise ParameterError(f"save writes PNG files: give a path ending in .png; got {str(path)!r}.")
+        rendered = self.visualize(kind, index, image, host=host, **params)
+        try:
+            return save_png(rendered, path)
+        except OSError as exc:
+            raise ParameterError(f"could not write {str(path)!r}: {exc.strerror or exc}; choose another path.") from None
 
 
 def _read_canonical(self: Attribution) -> np.ndarray:

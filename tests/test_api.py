@@ -381,3 +381,40 @@ def test_cpu_device_is_accepted(counted):
     explainer = salplug.Explainer(counted, device="cpu")
     assert explainer.adapter.device == torch.device("cpu")
     assert explainer.explain(torch.rand(1, 3, 16, 16), target=0).values.shape == (1, 3, 16, 16)
+
+
+def test_a_result_pickles_and_deep_copies():
+    import copy
+    import pickle
+
+    out = salplug.explain(make_cnn(seed=3), torch.rand(2, 3, 8, 8), "gradients", target=1)
+    for clone in (pickle.loads(pickle.dumps(out)), copy.deepcopy(out)):
+        np.testing.assert_array_equal(clone.canonical, out.canonical)
+        assert torch.equal(clone.values, out.values) and clone.target == out.target
+        assert clone.visualize("grayscale").shape == (8, 8)
+
+
+def test_numpy_values_are_not_the_canonical_array():
+    # values is the caller's to change: visualizers and metrics read canonical
+    x = np.random.default_rng(0).random((2, 8, 8, 3), np.float32)
+    for inp in (x, x[0]):
+        out = salplug.explain(make_cnn(seed=3), inp, "gradients", target=1)
+        before = out.canonical.copy()
+        out.values *= 0
+        np.testing.assert_array_equal(out.canonical, before)
+
+
+def test_save_refuses_what_it_cannot_write_clearly(tmp_path):
+    out = salplug.explain(make_cnn(seed=3), torch.rand(2, 3, 8, 8), "gradients", target=1)
+    (tmp_path / "a_file").write_text("")
+    for kwargs, words in (({"path": tmp_path / "map.jpg"}, ".png"), ({"path": tmp_path / "m.png", "index": 2}, "index"),
+                          ({"path": tmp_path / "a_file" / "m.png"}, "could not write")):
+        with pytest.raises(ParameterError, match=words):
+            out.save(**kwargs)
+    assert out.save(tmp_path / "m.png").endswith("m.png")
+
+
+@pytest.mark.parametrize("progress", ["yes", 2, "no"])
+def test_progress_must_be_a_boolean(progress):
+    with pytest.raises(ParameterError, match="progress"):
+        salplug.explain(make_cnn(seed=3), torch.rand(1, 3, 8, 8), "gradients", target=1, progress=progress)
