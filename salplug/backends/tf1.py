@@ -265,6 +265,23 @@ def _memory_copy(graph: Any, session: Any, outputs: list[str], guided: bool) -> 
                  variables=tuple(variables), source=session)
 
 
+_CONTROL_FLOW_OPS = frozenset({"While", "StatelessWhile", "If", "StatelessIf", "Case", "StatelessCase"})
+
+
+def _through_control_flow(y: Any) -> bool:
+    """Whether a control-flow v2 op is among the ops ``y`` is computed from."""
+    seen, stack = {y.op.name}, [y.op]
+    while stack:
+        op = stack.pop()
+        if op.type in _CONTROL_FLOW_OPS:
+            return True
+        for t in op.inputs:
+            if t.op.name not in seen:
+                seen.add(t.op.name)
+                stack.append(t.op)
+    return False
+
+
 def _computed_from(y: Any, tensor: Any) -> bool:
     """Whether ``y`` is computed from ``tensor`` (through data inputs, in y's graph)."""
     if y.name == tensor.name:
@@ -394,9 +411,19 @@ class TF1Adapter:
     def _view(self, guided: bool = False) -> _View:
         if guided:
             return self._copy(True)
-        if self.graph.finalized:
+        if self.graph.finalized or self._control_flow:
             return self._copy(False)
         return _View(self.graph, self.session, copy=False)
+
+    @property
+    def _control_flow(self) -> bool:
+        """Whether y is computed through control flow v2 (While/If/Case ops): their gradients
+        add outputs to the forward op, which TensorFlow refuses once a session has run it, so
+        such graphs are differentiated in an in-memory copy."""
+        found = self.__dict__.get("_has_control_flow")
+        if found is None:
+            found = self.__dict__["_has_control_flow"] = _through_control_flow(self.y)
+        return found
 
     def _score(self, view: _View) -> tuple[Any, Any]:
         """(score tensor, target placeholder or None) of ``view``."""

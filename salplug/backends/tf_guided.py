@@ -198,3 +198,34 @@ def guide_function_library(graph_def: Any) -> None:
         for node in function.node_def:
             if node.op in GUIDED_OVERRIDES:
                 node.attr["_gradient_op_type"].s = GUIDED_OVERRIDES[node.op].encode()
+    _rename_functions(graph_def, "_salplug_guided")
+
+
+def _rename_functions(graph_def: Any, suffix: str) -> None:
+    """Give every function of ``graph_def``'s library a name of its own (``suffix`` added, every
+    reference updated): TensorFlow keeps the functions it derives for gradients (a while
+    loop's ``..._rewritten`` condition) in one process-wide registry, where the guided copy's
+    would clash with those of a plain copy of the same graph."""
+    names = {f.signature.name: f.signature.name + suffix for f in graph_def.library.function}
+    if not names:
+        return
+
+    def fix(nodes: Any) -> None:
+        for node in nodes:
+            if node.op in names:  # a function called as an op
+                node.op = names[node.op]
+            for value in node.attr.values():
+                if value.HasField("func") and value.func.name in names:
+                    value.func.name = names[value.func.name]
+                if value.HasField("list"):
+                    for func in value.list.func:
+                        if func.name in names:
+                            func.name = names[func.name]
+
+    fix(graph_def.node)
+    for function in graph_def.library.function:
+        function.signature.name = names[function.signature.name]
+        fix(function.node_def)
+    for gradient in graph_def.library.gradient:
+        gradient.function_name = names.get(gradient.function_name, gradient.function_name)
+        gradient.gradient_func = names.get(gradient.gradient_func, gradient.gradient_func)

@@ -491,3 +491,36 @@ def test_a_conv_model_that_reshapes_its_declared_input_takes_batches_of_it(funct
         tape.watch(xt)
         score = tf.reduce_sum(model(xt)[:, 3])
     np.testing.assert_allclose(out, tape.gradient(score, xt).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def _loop_graph():
+    """y = relu-loop(x W) through a v2 tf.while_loop, twice (0.9 relu(h) each turn)."""
+    g = tf.Graph()
+    with g.as_default():
+        x = v1.placeholder(tf.float32, [None, 6], name="x")
+        w = tf.constant(np.random.default_rng(0).normal(size=(6, 4)).astype(np.float32))
+        h = tf.while_loop(lambda i, h: i < 2, lambda i, h: (i + 1, tf.nn.relu(h) * 0.9),
+                          [tf.constant(0), tf.matmul(x, w)])[1]
+        y = tf.identity(h, name="y")
+    return g, x, y, w
+
+
+@pytest.mark.parametrize("finalize", [False, True])
+def test_tf1_while_loop_graphs_differentiate_after_the_session_ran_them(finalize):
+    # TensorFlow cannot add a while loop's gradient to a graph its session has run (it adds
+    # outputs to the forward op): such graphs are differentiated in a copy. Plain and guided
+    # copies of one graph coexist (their derived functions used to clash by name).
+    g, x, y, w = _loop_graph()
+    session = v1.Session(graph=g)
+    xs = np.random.default_rng(1).normal(size=(3, 6)).astype(np.float32)
+    h = xs @ session.run(w)
+    session.run(y, {x: xs})  # the user ran y first
+    if finalize:
+        g.finalize()
+    model = TF1Model(g, session, x, y)
+    active = (h > 0) & (0.9 * h > 0)
+    expected = (session.run(w)[:, 1] * (0.81 * active[:, 1])[:, None])  # d y[:, 1] / d x
+    for method in ("gradients", "guided_backprop", "gradients"):
+        out = salplug.explain(model, xs, method, target=1).values
+        assert out.shape == xs.shape
+    np.testing.assert_allclose(salplug.explain(model, xs, "gradients", target=1).values, expected, rtol=1e-5, atol=1e-6)
