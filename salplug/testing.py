@@ -395,6 +395,7 @@ class _CapabilityGuard:
         self._who = who
         self.calls: Counter[str] = Counter()
         self.violations: list[str] = []
+        self.max_rows = 0  # the most rows one primitive call carried
 
     def __getattr__(self, attr: str) -> Any:
         value = getattr(self._adapter, attr)
@@ -411,6 +412,8 @@ class _CapabilityGuard:
                     f"Add it to requires= in register() and to the class's requires."
                 )
             self.calls[attr] += 1
+            if args and hasattr(args[0], "shape") and len(args[0].shape):
+                self.max_rows = max(self.max_rows, int(args[0].shape[0]))
             return value(*args, **kwargs)
 
         return primitive
@@ -447,7 +450,7 @@ def check_method(method: Any, *, params: Mapping[str, Any] | None = None, x: np.
                  plugins: Mapping[str, Any] | None = None, name: str | None = None,
                  batch_size: int = 2, expected_shape: Any = None, check_batch: bool = True,
                  bad_params: Iterable[Mapping[str, Any]] = (), seed_param: str = "seed",
-                 rtol: float = 1e-4, atol: float = 1e-6) -> dict[str, Any]:
+                 check_targets: bool = True, rtol: float = 1e-4, atol: float = 1e-6) -> dict[str, Any]:
     """Check that a saliency method follows salplug's method contract.
 
     Parameters
@@ -468,6 +471,8 @@ def check_method(method: Any, *, params: Mapping[str, Any] | None = None, x: np.
     check_batch : compare the batch with single-input runs and other batch sizes.
     bad_params : parameter sets that must be rejected (a SalplugError) before any model call.
     seed_param : the name of the method's seed parameter, if it has one.
+    check_targets : other targets must give other maps (False for a method whose maps do not
+        depend on the explained class).
     rtol, atol : tolerance for batch-versus-single comparisons (relative to the largest value).
 
     Checks: the declared capabilities are known names and the method calls no primitive it
@@ -476,7 +481,9 @@ def check_method(method: Any, *, params: Mapping[str, Any] | None = None, x: np.
     independence from ``batch_size``; the same seed gives the same map (whatever the global
     numpy state) and another seed another map; no seed parameter means deterministic output;
     bad parameters fail before any model call; no framework is imported (statically, in the
-    method's module, and dynamically, when none was loaded before).
+    method's module, and dynamically, when none was loaded before); no adapter call carries more
+    than ``batch_size`` rows; ``x`` and numpy's global random state are left as they were; other
+    targets give other maps.
 
     Returns
     -------
@@ -503,9 +510,10 @@ def check_method(method: Any, *, params: Mapping[str, Any] | None = None, x: np.
         _fail(who, f"its module {type(instance).__module__} imports {', '.join(heavy)}; methods use "
                    f"numpy only and ask the adapter for primitives.")
 
-    x = sample_inputs() if x is None else np.asarray(x, np.float32)
+    x = sample_inputs() if x is None else np.array(x, np.float32)  # a copy: the caller's stays as it is
     if x.ndim < 2 or len(x) < 2:
         _fail(who, f"check_method needs a batch of at least 2 inputs, got shape {x.shape}.")
+    x_kept = x.copy()
     if adapter is None:
         adapter = AnalyticAdapter(AnalyticModel(x.shape[1:], classes=max(4, len(x))))
     if targets is None:
@@ -561,8 +569,28 @@ def check_method(method: Any, *, params: Mapping[str, Any] | None = None, x: np.
         values = out.values if isinstance(out, MethodOutput) else np.asarray(out)
         return np.asarray(values), guard
 
+    global_state = np.random.get_state()
     values, guard = run(x, targets, params, batch_size, f"the batch run (batch_size={batch_size})")
     n = len(x)
+    if not np.array_equal(x, x_kept):
+        _fail(who, "changed its input x in place; methods must leave x as they got it (build new arrays).")
+    after = np.random.get_state()
+    if any(not np.array_equal(a, b) if isinstance(a, np.ndarray) else a != b for a, b in zip(global_state, after)):
+        np.random.set_state(global_state)
+        if seeded:
+            _fail(who, f"used numpy's global random state (np.random.seed / np.random.normal ...); draw all "
+                       f"randomness from np.random.default_rng({seed_param}), never from the global numpy state.")
+        _fail(who, f"used numpy's global random state (np.random.seed / np.random.normal ...); a method with "
+                   f"randomness needs a {seed_param!r} parameter and np.random.default_rng({seed_param}).")
+    if guard.max_rows > batch_size:
+        _fail(who, f"sent {guard.max_rows} rows in one adapter call with batch_size={batch_size}; pack inner "
+                   f"work with ctx.chunks(total) (at most ctx.batch_size rows per call: memory stays bounded).")
+    k = adapter.num_outputs() or 0
+    if check_targets and targets.indices is not None and k >= 2 and guard.total_calls:
+        other, _ = run(x, Targets((targets.indices + 1) % k), params, batch_size, "the run with other targets")
+        if np.array_equal(other, np.asarray(values)):
+            _fail(who, "gave the same maps for other targets; pass each row's target to the adapter "
+                       "(targets.take(rows)), or give check_targets=False if the maps do not depend on it.")
     if not np.issubdtype(values.dtype, np.floating):
         _fail(who, f"returned dtype {values.dtype}; return float maps (float32).")
     if values.ndim == 0 or values.shape[0] != n:
@@ -701,7 +729,9 @@ def check_backend(adapter: Any, x: np.ndarray, *, targets: Any = None, layer: An
     unknown = provides - CAPABILITIES
     if unknown:
         _fail(who, f"provides unknown capabilities {sorted(unknown)}; known: {sorted(CAPABILITIES)}.")
-    for attr in ("to_canonical", "from_canonical", "num_outputs", "outputs", "check_layer", *sorted(provides)):
+    needed = ("to_canonical", "from_canonical", "num_outputs", "outputs",
+              *(("check_layer",) if LAYER_GRADIENTS in provides else ()), *sorted(provides))
+    for attr in needed:
         if not callable(getattr(adapter, attr, None)):
             _fail(who, f"has no method {attr}() (every adapter needs it, or it is in provides).")
     report: dict[str, Any] = {"checked": []}

@@ -304,8 +304,34 @@ class NaNs(_Grad):
         return self._grads(ctx, x, targets) * np.nan
 
 
+class OneBigCall(_Grad):
+    def explain(self, ctx, x, targets):
+        return ctx.adapter.input_gradients(x, targets)  # no ctx.chunks: every row in one call
+
+
+class ClipsItsInput(_Grad):
+    def explain(self, ctx, x, targets):
+        np.clip(x, 0.1, 0.9, out=x)
+        return self._grads(ctx, x, targets)
+
+
+class FirstClassOnly(_Grad):
+    def explain(self, ctx, x, targets):
+        return self._grads(ctx, x, salplug.types.Targets(np.zeros(len(x), np.int64)))
+
+
+class SeedsTheGlobalState(_Grad):
+    def explain(self, ctx, x, targets, *, seed=0):
+        np.random.seed(seed)
+        return self._grads(ctx, x, targets) + np.random.normal(size=x.shape[1:])
+
+
 @pytest.mark.parametrize("cls, kwargs, message", [
     (ChannelsFirst, {}, r"\(N, H, W\) or \(N, H, W, k\), channels last"),
+    (OneBigCall, {}, "rows in one adapter call with batch_size=2"),
+    (ClipsItsInput, {}, "changed its input x in place"),
+    (FirstClassOnly, {}, "the same maps for other targets"),
+    (SeedsTheGlobalState, {}, "never from the global numpy state"),
     (BatchNormalised, {}, "differs from its map computed alone"),
     (ChunkDependent, {"check_batch": True}, "must not depend on the other samples|batching must not change"),
     (Undeclared, {}, r"called the adapter's input_gradients\(\) but does not declare 'input_gradients'"),
@@ -321,6 +347,14 @@ def test_check_method_catches(cls, kwargs, message):
     with pytest.raises(AssertionError, match=message) as info:
         T.check_method(cls, **kwargs)
     assert str(info.value).startswith(f"method 'checked_{cls.__name__.lower()}': ")
+
+
+def test_check_method_leaves_the_callers_inputs_alone():
+    x = T.sample_inputs()
+    kept = x.copy()
+    with pytest.raises(AssertionError):
+        T.check_method(ClipsItsInput, x=x)
+    np.testing.assert_array_equal(x, kept)
 
 
 def test_check_method_catches_requires_mismatch():
@@ -464,3 +498,23 @@ def test_guide_documents_the_register_keywords_and_the_testing_kit():
 
     for capability in sorted(CAPABILITIES):
         assert f"`{capability}`" in guide
+
+
+class _ScoresAndGradientsOnly:
+    """A legal backend without layer gradients, so without check_layer()."""
+
+    name, default_batch_size, supports_targets = "minimal", 8, True
+    provides = frozenset({salplug.SCORES, salplug.INPUT_GRADIENTS})
+
+    def __init__(self, model):
+        self.inner = T.AnalyticAdapter(model)
+
+    def __getattr__(self, attr):
+        if attr in ("to_canonical", "from_canonical", "num_outputs", "outputs", "scores", "input_gradients"):
+            return getattr(self.inner, attr)
+        raise AttributeError(attr)
+
+
+def test_check_backend_accepts_a_backend_without_layer_gradients():
+    x = T.sample_inputs()
+    T.check_backend(_ScoresAndGradientsOnly(T.AnalyticModel(x.shape[1:], classes=4)), x)
