@@ -145,7 +145,10 @@ def run_method(ctx: Context, name: str, x: np.ndarray, targets: Targets,
     return out
 
 
-def _check_progress(progress: Any) -> bool:
+def check_progress(progress: Any) -> bool:
+    """``progress`` as a bool (None: off); anything else is refused."""
+    if progress is None:
+        return False
     if not isinstance(progress, (bool, np.bool_)):
         raise ParameterError(f"progress must be True or False, got {progress!r}.")
     return bool(progress)
@@ -281,7 +284,7 @@ class Explainer:
             raise ParameterError(f"batch_size must be a positive int, got {batch_size!r}.")
         self.batch_size = batch_size or getattr(self.adapter, "default_batch_size", DEFAULT_BATCH_SIZE)
         self._auto_batch = batch_size is None  # then the adapter may size batches per input
-        self.progress = _check_progress(progress)
+        self.progress = check_progress(progress)
 
     @property
     def backend(self) -> str:
@@ -297,7 +300,7 @@ class Explainer:
             raise ParameterError(f"batch_size must be a positive int, got {batch_size!r}.")
         canonical, info = self.adapter.to_canonical(x, layout)
         size = batch_size or self.batch_size
-        progress = self.progress if progress is None else _check_progress(progress)
+        progress = self.progress if progress is None else check_progress(progress)
         ctx = Context(self.adapter, self.host, size, progress, info)
         if hasattr(m, "check"):  # parameter values, before the top-1 forward pass
             call_plugin(self.host.methods.get(m.name), CHECKING, m.check, ctx, canonical, Targets.none(), **full)

@@ -580,7 +580,8 @@ def evaluate(model: Any, images: Any, methods: Any = DEFAULT_METHODS, metrics: A
     -------
     EvaluationResult (``print(result.table())``).
     """
-    from .api import DEFAULT_BATCH_SIZE, create_adapter, load_method, resolve_params, resolve_targets, run_method
+    from .api import (DEFAULT_BATCH_SIZE, check_progress, create_adapter, load_method, resolve_params,
+                      resolve_targets, run_method)
     from .metrics.base import MetricContext, are_probabilities
     from .plugins import get_host
     from .types import Targets
@@ -619,7 +620,7 @@ def evaluate(model: Any, images: Any, methods: Any = DEFAULT_METHODS, metrics: A
     if names is not None and len(names) != n:
         raise ParameterError(f"names has {len(names)} entries for {n} images.")
     names = list(names) if names is not None else [f"image {i}" for i in range(n)]
-    ctx = MetricContext(adapter, host, size, bool(progress), info, preprocess=preprocess, seed=int(seed))
+    ctx = MetricContext(adapter, host, size, check_progress(progress), info, preprocess=preprocess, seed=int(seed))
     try:
         x_in = ctx.model_input(x)
     except SalplugError:

@@ -391,12 +391,28 @@ class Attribution:
         return self.canonical
 
     def __getstate__(self) -> dict[str, Any]:
-        """For pickle and deepcopy: the canonical values read (not a function), no plugin host
-        (it holds loaded modules; a restored result renders with the process-wide host)."""
+        """For pickle: the canonical values read (not a function), no plugin host (it holds
+        loaded modules; an unpickled result renders with the process-wide host)."""
         state = dict(self.__dict__)
         state["_canonical"] = self.canonical
         state["host"] = None
         return state
+
+    def __copy__(self) -> Attribution:
+        clone = object.__new__(type(self))
+        clone.__dict__.update(self.__dict__)
+        return clone
+
+    def __deepcopy__(self, memo: dict) -> Attribution:
+        """Arrays and extras copied; the plugin host shared (it is the process's, not the result's)."""
+        import copy
+
+        clone = object.__new__(type(self))
+        memo[id(self)] = clone
+        for key, value in self.__dict__.items():
+            clone.__dict__[key] = value if key == "host" else copy.deepcopy(
+                self.canonical if key == "_canonical" else value, memo)
+        return clone
 
     def __len__(self) -> int:
         return len(self.canonical)

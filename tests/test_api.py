@@ -418,3 +418,14 @@ def test_save_refuses_what_it_cannot_write_clearly(tmp_path):
 def test_progress_must_be_a_boolean(progress):
     with pytest.raises(ParameterError, match="progress"):
         salplug.explain(make_cnn(seed=3), torch.rand(1, 3, 8, 8), "gradients", target=1, progress=progress)
+
+
+def test_copies_of_a_result_keep_its_host_and_their_own_arrays():
+    import copy
+
+    host = salplug.get_plugin_manager(autoload=False)
+    out = salplug.explain(make_cnn(seed=3), torch.rand(1, 3, 8, 8), "gradients", target=1, host=host)
+    shallow, deep = copy.copy(out), copy.deepcopy(out)
+    assert shallow.host is host and deep.host is host
+    deep.canonical[...] = 0
+    assert out.canonical.any()
