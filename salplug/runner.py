@@ -294,14 +294,8 @@ def _import(spec: str, base_dir: str, where: str) -> Any:
                 raise ConfigError(f"{where}: no such file {str(path)!r}.")
             module = _exec_file(path)
         else:
-            added = base_dir not in sys.path
-            if added:
-                sys.path.insert(0, base_dir)
-            try:
+            with config_folder_on_path(base_dir):  # (a run holds it for its whole length)
                 module = importlib.import_module(module_name)
-            finally:  # the config's folder only while importing, as for a .py file
-                if added and base_dir in sys.path:
-                    sys.path.remove(base_dir)
     except ConfigError:
         raise
     except Exception as exc:  # noqa: BLE001 - a user's module may raise anything on import
@@ -326,19 +320,13 @@ def _exec_file(path: Path) -> Any:
     name = f"salplug_user_{path.stem}_{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"
     mod_spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(mod_spec)
-    folder = str(path.parent)
-    added = folder not in sys.path
-    if added:
-        sys.path.insert(0, folder)
     sys.modules[name] = module
     try:
-        mod_spec.loader.exec_module(module)
+        with config_folder_on_path(str(path.parent)):
+            mod_spec.loader.exec_module(module)
     except BaseException:
         sys.modules.pop(name, None)
         raise
-    finally:
-        if added and folder in sys.path:
-            sys.path.remove(folder)
     return module
 
 

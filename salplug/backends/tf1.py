@@ -268,33 +268,26 @@ def _memory_copy(graph: Any, session: Any, outputs: list[str], guided: bool) -> 
 _CONTROL_FLOW_OPS = frozenset({"While", "StatelessWhile", "If", "StatelessIf", "Case", "StatelessCase"})
 
 
-def _through_control_flow(y: Any) -> bool:
-    """Whether a control-flow v2 op is among the ops ``y`` is computed from."""
+def _upstream(y: Any) -> Iterator[tuple[Any, Any]]:
+    """(op, its input tensor) for every data input of every op ``y`` is computed from, each op once."""
     seen, stack = {y.op.name}, [y.op]
     while stack:
         op = stack.pop()
-        if op.type in _CONTROL_FLOW_OPS:
-            return True
         for t in op.inputs:
+            yield op, t
             if t.op.name not in seen:
                 seen.add(t.op.name)
                 stack.append(t.op)
-    return False
+
+
+def _through_control_flow(y: Any) -> bool:
+    """Whether a control-flow v2 op is among the ops ``y`` is computed from."""
+    return y.op.type in _CONTROL_FLOW_OPS or any(t.op.type in _CONTROL_FLOW_OPS for _, t in _upstream(y))
 
 
 def _computed_from(y: Any, tensor: Any) -> bool:
     """Whether ``y`` is computed from ``tensor`` (through data inputs, in y's graph)."""
-    if y.name == tensor.name:
-        return True
-    seen, stack = {y.op.name}, [y.op]
-    while stack:
-        for t in stack.pop().inputs:
-            if t.name == tensor.name:
-                return True
-            if t.op.name not in seen:
-                seen.add(t.op.name)
-                stack.append(t.op)
-    return False
+    return y.name == tensor.name or any(t.name == tensor.name for _, t in _upstream(y))
 
 
 class TF1Adapter:
