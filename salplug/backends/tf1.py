@@ -14,7 +14,9 @@ its session are cached per session. The copy holds no weights: each variable y d
 placeholder there, fed on every run with the variable's current value, read from the user's
 session in one ``session.run`` just before (so training, ``assign`` or a restore between calls
 is seen). A finalized graph cannot take new ops, so its gradients are built in such a copy too
-(without the override).
+(without the override), as are those of a y computed through control flow or a nested
+``tf.function`` (their gradients change ops a session may already have run); the copy has the
+nested functions inlined.
 
 :meth:`TF1Adapter.run_fetches` evaluates upstream's raw quantities (y as the graph gives it,
 d sum(y) / d x, a layer and d sum(y) / d layer) in one ``session.run`` (through a copy: plus
@@ -54,7 +56,7 @@ from ..types import GUIDED_GRADIENTS, INPUT_GRADIENTS, LAYER_GRADIENTS, SCORES, 
 from ._batching import TF_CPU_ROWS, tf_rows
 from .tf1_model import TF1Model
 from ._tf_arrays import tf_from_canonical
-from .tf_guided import GUIDED_OVERRIDES, ReluCounts, guide_function_library, relu_counts
+from .tf_guided import GUIDED_OVERRIDES, ReluCounts, guide_function_library, relu_counts, rename_calls
 
 __all__ = ["FETCHES", "TF1Adapter", "TF1Model"]
 
@@ -252,6 +254,7 @@ def _memory_copy(graph: Any, session: Any, outputs: list[str], guided: bool) -> 
             node.attr["dtype"].type = dtype
             node.attr["shape"].shape.CopyFrom(shape)
             variables.append((f"{node.name}:0", node.name + _VARIABLE_OPS[kind]))
+    frozen = _inline_calls(frozen, outputs)
     if guided:  # the override reaches top-level nodes only; cond/while bodies live in functions
         guide_function_library(frozen)
     copy = tf.Graph()
@@ -266,6 +269,97 @@ def _memory_copy(graph: Any, session: Any, outputs: list[str], guided: bool) -> 
 
 
 _CONTROL_FLOW_OPS = frozenset({"While", "StatelessWhile", "If", "StatelessIf", "Case", "StatelessCase"})
+_CALL_OPS = frozenset({"PartitionedCall", "StatefulPartitionedCall"})
+
+
+def _inline_calls(graph_def: Any, outputs: list[str]) -> Any:
+    """``graph_def`` with the functions its call ops run (nested ``tf.function``s) inlined.
+
+    An imported call op is differentiated by a SymbolicGradient op, which silently gives zeros
+    through a while loop inside the function; inlined, the function's ops are ordinary nodes
+    (the guided override reaches them too). Grappler's function optimizer does it, with
+    control flow kept as v2 ops (their gradients need no control-flow context). A call op it
+    cannot inline is refused when its function holds control flow.
+    """
+    if not any(node.op in _CALL_OPS for node in graph_def.node):
+        return graph_def
+    try:
+        from tensorflow.core.protobuf import config_pb2, meta_graph_pb2
+        from tensorflow.python.grappler import tf_optimizer
+
+        meta = meta_graph_pb2.MetaGraphDef()
+        meta.graph_def.CopyFrom(graph_def)
+        for node in [*meta.graph_def.node, *(n for f in meta.graph_def.library.function for n in f.node_def)]:
+            if node.op in _CONTROL_FLOW_OPS:
+                node.attr["_lower_using_switch_merge"].b = False
+        meta.collection_def["train_op"].node_list.value.extend(outputs)
+        config = config_pb2.ConfigProto()
+        config.graph_options.rewrite_options.min_graph_nodes = -1  # small graphs too
+        config.graph_options.rewrite_options.optimizers.append("function")
+        with _silenced():
+            inlined = tf_optimizer.OptimizeGraph(config, meta)
+    except Exception:  # noqa: BLE001 - checked below: what was not inlined is refused if unsafe
+        inlined = graph_def
+    _unshare_functions(inlined)
+    functions = {f.signature.name: f for f in inlined.library.function}
+    for node in inlined.node:
+        if node.op in _CALL_OPS and _holds_control_flow(node.attr["f"].func.name, functions, set()):
+            raise ModelOutputError(
+                f"y is computed through a tf.function ({node.name}) holding control flow "
+                f"(tf.cond, tf.while_loop), which TensorFlow cannot differentiate in an imported "
+                f"copy of the graph. Build y without the nested tf.function.")
+    return inlined
+
+
+def _unshare_functions(graph_def: Any) -> None:
+    """Give each control-flow node of ``graph_def`` functions of its own (copies, renamed).
+
+    A function inlined twice leaves two while loops sharing one body; TensorFlow names the
+    functions it derives for a loop's gradient after the body, so the second gradient clashed.
+    """
+    functions = {f.signature.name: f for f in graph_def.library.function}
+    taken: set[str] = set()
+    for k, node in enumerate(n for n in graph_def.node if n.op in _CONTROL_FLOW_OPS):
+        closure = _called([node], functions)
+        if not closure & taken:
+            taken |= closure
+            continue
+        names = {name: f"{name}_salplug_{k}" for name in closure}
+        for name in closure:
+            copy = graph_def.library.function.add()
+            copy.CopyFrom(functions[name])
+            copy.signature.name = names[name]
+            rename_calls(copy.node_def, names)
+        rename_calls([node], names)
+
+
+def _called(nodes: Any, functions: Mapping[str, Any]) -> set[str]:
+    """The functions ``nodes`` reference, and those they reference in turn."""
+    found: set[str] = set()
+    stack = list(nodes)
+    while stack:
+        node = stack.pop()
+        for value in node.attr.values():
+            refs = [value.func.name] if value.HasField("func") else [f.name for f in value.list.func]
+            for name in refs:
+                if name in functions and name not in found:
+                    found.add(name)
+                    stack.extend(functions[name].node_def)
+    return found
+
+
+def _holds_control_flow(name: str, functions: Mapping[str, Any], seen: set[str]) -> bool:
+    """Whether function ``name`` (or one it calls) runs a control-flow op."""
+    if name in seen or name not in functions:
+        return False
+    seen.add(name)
+    for node in functions[name].node_def:
+        if node.op in _CONTROL_FLOW_OPS:
+            return True
+        if any(value.HasField("func") and _holds_control_flow(value.func.name, functions, seen)
+               for value in node.attr.values()):
+            return True
+    return False
 
 
 def _upstream(y: Any) -> Iterator[tuple[Any, Any]]:
@@ -281,8 +375,9 @@ def _upstream(y: Any) -> Iterator[tuple[Any, Any]]:
 
 
 def _through_control_flow(y: Any) -> bool:
-    """Whether a control-flow v2 op is among the ops ``y`` is computed from."""
-    return y.op.type in _CONTROL_FLOW_OPS or any(t.op.type in _CONTROL_FLOW_OPS for _, t in _upstream(y))
+    """Whether a control-flow v2 op or a function call is among the ops ``y`` is computed from."""
+    kinds = _CONTROL_FLOW_OPS | _CALL_OPS
+    return y.op.type in kinds or any(t.op.type in kinds for _, t in _upstream(y))
 
 
 def _computed_from(y: Any, tensor: Any) -> bool:
@@ -410,9 +505,9 @@ class TF1Adapter:
 
     @property
     def _control_flow(self) -> bool:
-        """Whether y is computed through control flow v2 (While/If/Case ops): their gradients
-        add outputs to the forward op, which TensorFlow refuses once a session has run it, so
-        such graphs are differentiated in an in-memory copy."""
+        """Whether y is computed through control flow v2 (While/If/Case ops) or a nested
+        ``tf.function``: their gradients add outputs to the forward op, which TensorFlow refuses
+        once a session has run it, so such graphs are differentiated in an in-memory copy."""
         found = self.__dict__.get("_has_control_flow")
         if found is None:
             found = self.__dict__["_has_control_flow"] = _through_control_flow(self.y)

@@ -18,14 +18,14 @@ inside nested ``tf.function`` calls keep plain gradients; :func:`relu_counts` re
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import tensorflow as tf
 from tensorflow.core.framework.attr_value_pb2 import AttrValue
 
 __all__ = ["GUIDED_OVERRIDES", "GUIDED_RELU", "GUIDED_RELU6", "ReluCounts", "guide_function_library",
-           "relu_counts"]
+           "relu_counts", "rename_calls"]
 
 GUIDED_RELU = "SalplugGuidedRelu"
 GUIDED_RELU6 = "SalplugGuidedRelu6"
@@ -209,23 +209,24 @@ def _rename_functions(graph_def: Any, suffix: str) -> None:
     names = {f.signature.name: f.signature.name + suffix for f in graph_def.library.function}
     if not names:
         return
-
-    def fix(nodes: Any) -> None:
-        for node in nodes:
-            if node.op in names:  # a function called as an op
-                node.op = names[node.op]
-            for value in node.attr.values():
-                if value.HasField("func") and value.func.name in names:
-                    value.func.name = names[value.func.name]
-                if value.HasField("list"):
-                    for func in value.list.func:
-                        if func.name in names:
-                            func.name = names[func.name]
-
-    fix(graph_def.node)
+    rename_calls(graph_def.node, names)
     for function in graph_def.library.function:
         function.signature.name = names[function.signature.name]
-        fix(function.node_def)
+        rename_calls(function.node_def, names)
     for gradient in graph_def.library.gradient:
         gradient.function_name = names.get(gradient.function_name, gradient.function_name)
         gradient.gradient_func = names.get(gradient.gradient_func, gradient.gradient_func)
+
+
+def rename_calls(nodes: Any, names: Mapping[str, str]) -> None:
+    """Point the function references of ``nodes`` (NodeDefs) at their new ``names``."""
+    for node in nodes:
+        if node.op in names:  # a function called as an op
+            node.op = names[node.op]
+        for value in node.attr.values():
+            if value.HasField("func") and value.func.name in names:
+                value.func.name = names[value.func.name]
+            if value.HasField("list"):
+                for func in value.list.func:
+                    if func.name in names:
+                        func.name = names[func.name]
