@@ -232,6 +232,8 @@ def resolve_targets(adapter: Any, x: np.ndarray, target: Any, batch_size: int, i
     if isinstance(target, np.ndarray) and target.ndim == 0:  # a 0-d array or tensor: one class for all
         target = target.item()
     if _is_int(target):
+        if not 0 <= int(target) <= np.iinfo(np.int64).max:  # negative, or no int64 for it
+            raise _out_of_range(adapter, int(target))
         indices = np.full(n, int(target), dtype=np.int64)
     else:
         if isinstance(target, str) or not isinstance(target, (Sequence, np.ndarray)):
@@ -239,21 +241,34 @@ def resolve_targets(adapter: Any, x: np.ndarray, target: Any, batch_size: int, i
                 f"target must be an int, one int per sample, a callable on the model output, "
                 f"'top1' or None; got {type(target).__name__} {target!r}."
             )
+        if not isinstance(target, np.ndarray) and all(_is_int(t) for t in target):
+            # Python ints beyond int64 make numpy pick float or object: report the value itself
+            wide = np.iinfo(np.int64)
+            huge = [int(t) for t in target if not wide.min <= int(t) <= wide.max]
+            if huge:
+                raise _out_of_range(adapter, huge[0])
         arr = np.asarray(target)
         if arr.ndim != 1 or arr.dtype.kind not in "iu":
             raise TargetError(f"target as a list must hold one int per sample; got {target!r}.")
         if len(arr) != n:
             raise TargetError(f"target has {len(arr)} entries but the batch has {n} samples; give one per sample.")
+        if arr.dtype.kind == "u" and int(arr.max()) > np.iinfo(np.int64).max:  # would wrap to negatives
+            raise _out_of_range(adapter, int(arr[arr > np.iinfo(np.int64).max][0]))
         indices = arr.astype(np.int64)
     k = adapter.num_outputs()
     bad = indices[(indices < 0) | ((indices >= k) if k is not None else False)]
     if bad.size:
-        limit = f"0..{k - 1}" if k is not None else "non-negative"
-        how = getattr(adapter, "num_outputs_guess", None)  # where an unverified class count came from
-        hint = (f" ({k} is a guess from {how}; if the model has more outputs, pass the backend option "
-                f"num_classes)") if how else ""
-        raise TargetError(f"target {int(bad[0])} is out of range: the model's output classes are {limit}{hint}.")
+        raise _out_of_range(adapter, int(bad[0]))
     return Targets(indices)
+
+
+def _out_of_range(adapter: Any, value: int) -> TargetError:
+    k = adapter.num_outputs()
+    limit = f"0..{k - 1}" if k is not None else "non-negative"
+    how = getattr(adapter, "num_outputs_guess", None)  # where an unverified class count came from
+    hint = (f" ({k} is a guess from {how}; if the model has more outputs, pass the backend option "
+            f"num_classes)") if how else ""
+    return TargetError(f"target {value} is out of range: the model's output classes are {limit}{hint}.")
 
 
 def _slices(total: int, size: int):

@@ -58,9 +58,18 @@ def check_layout(layout: str, ndim: int) -> None:
 def check_values(arr: np.ndarray, what: str = "input") -> np.ndarray:
     """Reject non-numeric, empty and non-finite arrays; return float32."""
     check_kind(arr.dtype.kind, arr.dtype, arr.size, arr.shape, what)
-    out = np.asarray(arr, dtype=np.float32)
+    with np.errstate(over="ignore"):  # finite values beyond float32's range: reported below
+        out = np.asarray(arr, dtype=np.float32)
     if not np.isfinite(out).all():
-        raise nonfinite_error(int((~np.isfinite(out)).sum()), what)
+        given = np.isfinite(arr) if arr.dtype.kind == "f" else True
+        if not np.all(given):
+            raise nonfinite_error(int(arr.size - np.count_nonzero(given)), what)
+        big = np.abs(arr[~np.isfinite(out)])
+        raise InputError(
+            f"The {what} has {big.size} value(s) beyond float32's range (up to {float(big.max()):.3g} in "
+            f"magnitude; float32 holds {float(np.finfo(np.float32).max):.3g}); saliency runs in float32. "
+            f"Rescale the data first (e.g. divide it by a constant)."
+        )
     return out
 
 
@@ -106,7 +115,7 @@ def canonical_to_layout(values: np.ndarray, info: InputInfo) -> np.ndarray:
             out = out.transpose((0, *[i + 1 for i in inverse]))
     if not batched:
         out = out[0]
-    return np.ascontiguousarray(out)
+    return np.ascontiguousarray(out) if out.ndim else out.copy()  # (ascontiguousarray makes 0-d 1-d)
 
 
 def check_channels(canonical: np.ndarray, expected: int | None, info: InputInfo, shape: tuple) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ..errors import ModelOutputError, ParameterError
+from ..errors import ModelOutputError, ParameterError, TargetError
 
 
 def select_logits(out: Any, is_tensor: Callable[[Any], bool]) -> Any:
@@ -44,3 +44,16 @@ def make_output_selector(output: Any, default: Callable[[Any], Any]) -> Callable
                                        f"{type(out).__name__} output: {exc}") from exc
         return select
     raise ParameterError(f"output must be None, an int, a str or a callable; got {output!r}.")
+
+
+def class_target_error(per_input: tuple) -> TargetError:
+    """A class target for an output that is not (N, classes); ``per_input``: the output's shape
+    after the batch axis (None where unknown), shown as the caller sees it ("(N, ...)")."""
+    dims = [None if d is None else int(d) for d in per_input]
+    seen = f"(N, {', '.join('?' if d is None else str(d) for d in dims)})" if dims else "(N,)"
+    if all(d == 1 for d in dims):
+        return TargetError(f"A class target needs (N, classes) logits, but the model returns one score per input "
+                           f"(output shape {seen}). Pass target=None to explain that score (a config: target = "
+                           f"\"top1\", the default; the CLI: --target top1).")
+    return TargetError(f"Class targets need (N, classes) logits, but the model output has shape {seen} for N "
+                       f"inputs. Pass a target callable that reduces it to one value per sample.")

@@ -123,7 +123,7 @@ class CallableAdapter:
     def scores(self, x: np.ndarray, targets: Targets) -> np.ndarray:
         values = self._call(x, targets, [OUTPUT_LAYER_VALUES])[OUTPUT_LAYER_VALUES].reshape(len(x), -1)
         if values.shape[1] == 1:
-            return values[:, 0].astype(np.float32)
+            return _score_array(values[:, 0])
         if targets.indices is None:
             raise TargetError(
                 f"OUTPUT_LAYER_VALUES has {values.shape[1]} values per example; return one scalar "
@@ -132,7 +132,7 @@ class CallableAdapter:
         if targets.indices.max(initial=0) >= values.shape[1]:
             raise TargetError(f"target {int(targets.indices.max())} is out of range: OUTPUT_LAYER_VALUES has "
                               f"{values.shape[1]} values per example (classes 0..{values.shape[1] - 1}).")
-        return values[np.arange(len(x)), targets.indices].astype(np.float32)
+        return _score_array(values[np.arange(len(x)), targets.indices])
 
     def input_gradients(self, x: np.ndarray, targets: Targets) -> np.ndarray:
         return self._call(x, targets, [INPUT_OUTPUT_GRADIENTS])[INPUT_OUTPUT_GRADIENTS].astype(np.float32)
@@ -147,3 +147,9 @@ class CallableAdapter:
         out = self._call(x, targets, [CONVOLUTION_LAYER_VALUES, CONVOLUTION_OUTPUT_GRADIENTS])
         return (out[CONVOLUTION_LAYER_VALUES].astype(np.float32),
                 out[CONVOLUTION_OUTPUT_GRADIENTS].astype(np.float32))
+
+
+def _score_array(values: np.ndarray) -> np.ndarray:
+    """Scores as float32, or float64 when the function answers in float64: a method subtracting
+    scores (occlusion) then loses no digits the model gave, as upstream does not."""
+    return values.astype(np.float64 if values.dtype == np.float64 else np.float32)

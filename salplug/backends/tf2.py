@@ -54,7 +54,7 @@ except ImportError as exc:  # pragma: no cover - exercised without tensorflow in
 from ..errors import (InputError, LayerError, ModelOutputError, ParameterError, SalplugError, TargetError,
                       did_you_mean)
 from ._batching import TF_CPU_ROWS, tf_rows
-from ._outputs import make_output_selector as _make_selector, select_logits
+from ._outputs import class_target_error, make_output_selector as _make_selector, select_logits
 from ..layout import (check_channels, check_image_rank, default_layout, numpy_to_canonical,
                       read_array)
 from ..types import GUIDED_GRADIENTS, INPUT_GRADIENTS, LAYER_GRADIENTS, SCORES, InputInfo, Targets
@@ -287,10 +287,7 @@ def select_scores(out: Any, idx: Any, fn: Callable[[Any], Any] | None, meta: dic
             return tf.reshape(out, [-1])
         raise TargetError(f"The model output has shape {_shape_text(out.shape)}; give a target class.")
     if out.shape.rank != 2:
-        raise TargetError(
-            f"Class targets need (N, classes) logits, but the model output has shape "
-            f"{_shape_text(out.shape)}. Pass a target callable that reduces it to one value per sample."
-        )
+        raise class_target_error(tuple(out.shape[1:]) if out.shape.rank is not None else (None, None))
     meta["k"] = out.shape[1]
     if tf.executing_eagerly():
         check_indices(np.asarray(idx), out.shape[1])

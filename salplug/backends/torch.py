@@ -28,9 +28,9 @@ except ImportError as exc:  # pragma: no cover - exercised without torch install
 
 from ..errors import InputError, LayerError, ModelOutputError, ParameterError, TargetError, did_you_mean
 from ._batching import IMAGE_224, rows_for_values
-from ._outputs import make_output_selector as _make_selector, select_logits
+from ._outputs import class_target_error, make_output_selector as _make_selector, select_logits
 from ..layout import (LAYOUTS, canonical_to_layout, check_channels, check_image_rank, check_kind, check_layout,
-                      default_layout, nonfinite_error, numpy_to_canonical, read_array)
+                      check_values, default_layout, nonfinite_error, numpy_to_canonical, read_array)
 from ..types import CONVERTING_PARAMETER, GUIDED_GRADIENTS, INPUT_GRADIENTS, LAYER_GRADIENTS, SCORES, InputInfo, Targets
 
 
@@ -363,8 +363,12 @@ class TorchAdapter:
         on_device = torch.is_tensor(x) and self.keep_on_device and x.device == self.device
         if torch.is_tensor(x) and x.is_complex():  # refused as numpy and device inputs are
             check_kind("c", x.dtype, x.numel(), x.shape)
-        arr = x if on_device else (x.detach().to("cpu", torch.float32).numpy() if torch.is_tensor(x)
-                                   else read_array(x))
+        if torch.is_tensor(x) and x.layout != torch.strided:  # sparse, mkldnn: no numpy view, no device path
+            raise InputError(f"The input is a {str(x.layout).replace('torch.', '')} tensor; salplug needs a dense "
+                             f"one: pass x.to_dense().")
+        # float64 stays float64 up to the checks, which tell values beyond float32's range from inf
+        arr = x if on_device else (x.detach().to("cpu", torch.float64 if x.dtype == torch.float64 else torch.float32)
+                                   .numpy() if torch.is_tensor(x) else read_array(x))
         # the shape checks read the first registered convolution (usually the first the model
         # runs); when they refuse an input whose layout the caller named, the model decides. A
         # parameter (a baseline) is checked against the input by Context.as_canonical instead.
@@ -430,6 +434,7 @@ class TorchAdapter:
             t = t.permute(0, 3, 1, 2).contiguous(memory_format=self.memory_format).permute(0, 2, 3, 1)
         host = self._copy_to_host(t.contiguous())  # queued before the check, which waits for both
         if not bool(finite.all()):
+            check_values(x.detach().to("cpu", torch.float64).numpy())  # values beyond float32's range, said so
             raise nonfinite_error(int((~finite).sum()))
         info = InputInfo(layout=layout, batched=batched, kind="torch", device=x.device)
         info.device_values, info.device_of = t, host.numpy()
@@ -600,10 +605,7 @@ class TorchAdapter:
                 return out.reshape(m)
             raise TargetError(f"The model output has shape {tuple(out.shape)}; give a target class.")
         if out.ndim != 2:
-            raise TargetError(
-                f"Class targets need (N, classes) logits, but the model output has shape "
-                f"{tuple(out.shape)}. Pass a target callable that reduces it to one value per sample."
-            )
+            raise class_target_error(tuple(out.shape[1:]))
         k = out.shape[1]
         idx = targets.indices
         if len(idx) != m:
@@ -744,7 +746,8 @@ class TorchAdapter:
 
     def _scores(self, x: np.ndarray, targets: Targets) -> np.ndarray:
         with torch.no_grad():  # a clone, as in _outputs
-            return self._select(self._logits(self._tensor(x).clone()), targets).to("cpu", torch.float32).numpy()
+            s = self._select(self._logits(self._tensor(x).clone()), targets)
+            return s.to("cpu", torch.float64 if s.dtype == torch.float64 else torch.float32).numpy()
 
     def input_gradients(self, x: np.ndarray, targets: Targets) -> np.ndarray:
         _check_grad_possible()
@@ -772,6 +775,10 @@ class TorchAdapter:
     def _module(self, layer: Any) -> nn.Module:
         if not isinstance(self.model, nn.Module):
             raise LayerError("Layer methods need an nn.Module model (got a plain callable).")
+        if isinstance(self.model, torch.jit.ScriptModule):  # traced too: hooks inside it never fire
+            name = repr(layer) if isinstance(layer, str) else type(layer).__name__
+            raise LayerError(f"Layer {name} cannot be hooked in a {type(self.model).__name__} (torch.jit.trace "
+                             f"or torch.jit.script); layer methods need the Python nn.Module, not a TorchScript one.")
         if isinstance(layer, nn.Module):
             if any(m is layer for m in self.model.modules()):
                 return layer
@@ -823,6 +830,9 @@ class TorchAdapter:
         try:
             with self._frozen():
                 s = self._select(self._logits(self._tensor(x).clone()), targets)  # clone: see _outputs
+                if not captured and isinstance(module, torch.jit.ScriptModule):  # inside traced/scripted code
+                    raise LayerError(f"Layer {layer!r} is TorchScript code (torch.jit.trace or torch.jit.script), "
+                                     f"where hooks never run; layer methods need the Python nn.Module.")
                 if len(captured) != 1:
                     raise LayerError(f"Layer {layer!r} ran {len(captured)} times in one forward pass; "
                                      f"choose a layer that runs exactly once.")

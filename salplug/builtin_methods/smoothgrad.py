@@ -3,7 +3,8 @@
 Each input gets ``nsamples`` noisy copies x + N(0, sigma^2), sigma = stdev_spread * (max(x) -
 min(x)) per sample (or an absolute ``stdev``); the base method's maps are combined by
 ``mode``: "mean" (SmoothGrad), "squared" (mean of squares: upstream's magnitude=True) or
-"vargrad" (variance).
+"vargrad" (variance). Noise whose float32 copies could overflow (|x| + 10 sigma beyond float32's
+maximum) is refused before any model call.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numbers
 import numpy as np
 
 from ..api import load_method, resolve_params
-from ..errors import ParameterError
+from ..errors import InputError, ParameterError
 from ..hookspecs import hookimpl
 from ..types import Method, MethodOutput
 from .integrated_gradients import check_steps
@@ -44,6 +45,34 @@ def _derive_seed(rng) -> int:
 
 def _non_negative(value) -> bool:
     return not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value) and value >= 0
+
+
+#: noise draws beyond this many sigma are treated as impossible (P < 1e-22 per draw)
+NOISE_SIGMAS = 10.0
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _check_noise_fits(x, stdev, stdev_spread) -> None:
+    """Refuse noise whose float32 copies (|x| + NOISE_SIGMAS sigma) would overflow to inf;
+    sigma is computed in float64, so a value range beyond float32's own is caught too."""
+    flat = np.asarray(x).reshape(len(x), -1)
+    high, low = flat.max(1).astype(np.float64), flat.min(1).astype(np.float64)
+    spread = high - low
+    if stdev is None and not np.all(spread <= FLOAT32_MAX):
+        i = int(np.argmax(spread))
+        raise InputError(f"Sample {i}'s value range (max - min = {spread[i]:.3g}) is beyond float32's range "
+                         f"({FLOAT32_MAX:.3g}), so SmoothGrad's noise (stdev_spread x range) would overflow. "
+                         f"Rescale the input (e.g. divide it by a constant), or pass a small absolute stdev.")
+    with np.errstate(over="ignore"):
+        sigma = np.full(len(x), float(stdev)) if stdev is not None else float(stdev_spread) * spread
+        size = np.maximum(np.abs(high), np.abs(low))
+        peak = size + NOISE_SIGMAS * sigma
+    if not np.all(peak <= FLOAT32_MAX):
+        i = int(np.argmax(peak))
+        name, value = ("stdev", stdev) if stdev is not None else ("stdev_spread", stdev_spread)
+        raise ParameterError(f"{name}={value!r} gives noise with sigma = {sigma[i]:.3g}: the noisy copies of "
+                             f"sample {i} (|x| up to {size[i]:.3g}) would overflow float32 (max {FLOAT32_MAX:.3g}) "
+                             f"to inf. Choose a smaller {name}.")
 
 
 class SmoothGrad(Method):
@@ -85,6 +114,7 @@ class SmoothGrad(Method):
             raise ParameterError(f"stdev_spread must be a non-negative number, got {stdev_spread!r}.")
         if stdev is not None and not _non_negative(stdev):
             raise ParameterError(f"stdev must be a non-negative number, got {stdev!r}.")
+        _check_noise_fits(x, stdev, stdev_spread)
         make_rng(seed)
         if base_params is not None and not isinstance(base_params, dict):
             raise ParameterError(f"base_params must be a dict of the base method's parameters; got {base_params!r}.")

@@ -192,5 +192,9 @@ class CoreSaliency:
         return values
 
     def format_and_check_call_model_output(self, output, input_shape, expected_keys):
-        """Convert ``output[key]`` to arrays in place and check their shapes (ValueError)."""
+        """Convert ``output[key]`` to arrays in place and check their shapes (ValueError); a
+        missing key raises KeyError, as upstream."""
+        for key in expected_keys or ():
+            if key not in output:
+                raise KeyError(key)
         check_call_model_output(output, tuple(input_shape), expected_keys)

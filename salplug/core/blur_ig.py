@@ -20,8 +20,10 @@ def gaussian_blur(image, sigma):
     if sigma == 0:
         return image
     if image.ndim == 2:
-        return blur_stack(image, sigma)
-    return np.moveaxis(blur_stack(np.moveaxis(image, -1, 0), sigma), 0, -1)
+        out = blur_stack(image, sigma)
+    else:
+        out = np.moveaxis(blur_stack(np.moveaxis(image, -1, 0), sigma), 0, -1)
+    return out.astype(np.float32) if image.dtype == np.float32 else out  # upstream keeps float32
 
 
 class BlurIG(CoreSaliency):

@@ -14,8 +14,9 @@ class GradCam(CoreSaliency):
     expected_keys = [CONVOLUTION_LAYER_VALUES, CONVOLUTION_OUTPUT_GRADIENTS]
 
     def _spec(self, should_resize=True, three_dims=True, batch_size=1):
-        return Spec("grad_cam", {"layer": None, "relu": True, "should_resize": should_resize,
-                                 "three_dims": three_dims}, batch_size, image=True)
+        # upstream tests the flags for truth: 0/1 and numpy bools do as well as True/False
+        return Spec("grad_cam", {"layer": None, "relu": True, "should_resize": bool(should_resize),
+                                 "three_dims": bool(three_dims)}, batch_size, image=True)
 
     def GetMask(self, x_value, call_model_function, call_model_args=None, should_resize=True,
                 three_dims=True, batch_size=1):

@@ -45,10 +45,10 @@ class Occlusion(CoreSaliency):
         batch = np.expand_dims(x_value, axis=0)
         data = call_model_function(batch, call_model_args=call_model_args,
                                    expected_keys=[OUTPUT_LAYER_VALUES])
-        self.format_and_check_call_model_output(data, batch.shape, [OUTPUT_LAYER_VALUES])
         if OUTPUT_LAYER_VALUES not in data:
             raise ModelOutputError(f"call_model_function returned keys {sorted(map(str, data))}; "
                                    f"Occlusion.getY needs {OUTPUT_LAYER_VALUES!r}.")
+        self.format_and_check_call_model_output(data, batch.shape, [OUTPUT_LAYER_VALUES])
         return data[OUTPUT_LAYER_VALUES][0]
 
 

@@ -23,7 +23,20 @@ def render(kind: str, values: Any, image: Any = None, host: Any = None, **params
 
         raise SalplugError(f"{who} is a {type(visualizer).__name__}, not a callable "
                            f"(values, image=None, **params) -> image; fix the plugin's registration.")
-    return check_image(visualizer(np.asarray(values), image=image, **params), who)
+    return check_image(visualizer(check_map(values), image=image, **params), who)
+
+
+def check_map(values: Any) -> np.ndarray:
+    """``values`` as an array; InputError when it holds NaN or infinite values (before any visualizer)."""
+    arr = np.asarray(values)
+    if arr.dtype.kind in "fc" and not np.isfinite(arr).all():
+        from ..errors import InputError
+
+        bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+        raise InputError(f"The map has {bad} NaN or infinite value(s) (of {arr.size}); a visualizer needs "
+                         f"finite values. Replace them first, e.g. np.nan_to_num(values, nan=0.0, posinf=0.0, "
+                         f"neginf=0.0).")
+    return arr
 
 
 def check_image(out: Any, who: str) -> np.ndarray:

@@ -52,20 +52,25 @@ def diverging(values, image=None, *, percentile: float = 99) -> np.ndarray:
 
 
 def _as_rgb(image, shape) -> np.ndarray:
-    """``image`` as RGB floats in [0, 1]: uint8 and other integers are 0..255 (uint16: 0..65535),
-    floats [0, 1] (floats above 2 are taken as 0..255: a [0, 1] photo may overshoot 1 a little
-    after resampling)."""
+    """``image`` (H, W), (H, W, 1|3|4) or (1|3|4, H, W) for the map's ``shape`` (H, W), as RGB
+    floats in [0, 1]: uint8 and other integers are 0..255 (uint16: 0..65535), floats [0, 1]
+    (floats above 2 are taken as 0..255: a [0, 1] photo may overshoot 1 a little after
+    resampling). Channels last wins when both readings fit (an (H, H, H) image)."""
     img = np.asarray(image)
+    given, shape = img.shape, tuple(shape)
     integers = np.issubdtype(img.dtype, np.integer)
     if integers:  # by dtype, not by value: a dark uint8 photo (max 1) stays dark
         img = img.astype(np.float64) / (65535.0 if img.dtype == np.uint16 else 255.0)
     img = img.astype(np.float64)
-    if img.ndim == 3 and img.shape[0] in (1, 3) and img.shape[-1] not in (1, 3):
-        img = img.transpose(1, 2, 0)  # CHW -> HWC
     if img.ndim == 2:
         img = img[..., None]
-    if img.ndim != 3 or img.shape[:2] != tuple(shape):
-        raise InputError(f"The overlay image must be (H, W[, C]) with H, W = {tuple(shape)}; got {img.shape}.")
+    channels = (1, 3, 4)
+    hwc = img.ndim == 3 and img.shape[:2] == shape and img.shape[2] in channels
+    if not hwc and img.ndim == 3 and img.shape[1:] == shape and img.shape[0] in channels:
+        img, hwc = img.transpose(1, 2, 0), True  # CHW -> HWC
+    if not hwc:
+        raise InputError(f"The overlay image must be (H, W), (H, W, C) or (C, H, W) with H, W = {shape} "
+                         f"and C = 1, 3 or 4; got {given}.")
     if img.shape[2] == 1:
         img = np.repeat(img, 3, axis=2)
     img = img[..., :3]
@@ -76,7 +81,8 @@ def _as_rgb(image, shape) -> np.ndarray:
 
 def heatmap(values, image=None, *, percentile: float = 99, cmap: str = "jet", alpha: float = 0.5,
             signed: bool = False) -> np.ndarray:
-    """A colour heatmap of the map, blended over ``image`` (RGB, [0, 1] or uint8) when given."""
+    """A colour heatmap of the map, blended over ``image`` when given: (H, W), (H, W, 1|3|4) or
+    (1|3|4, H, W), floats in [0, 1] or uint8 (see ``_as_rgb``)."""
     if not 0 <= alpha <= 1:
         raise ParameterError(f"alpha must be in [0, 1], got {alpha!r}.")
     from matplotlib import colormaps
