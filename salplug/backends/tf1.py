@@ -450,7 +450,8 @@ class TF1Adapter:
         if self._y_error and not upstream:
             raise ParameterError(self._y_error)
         self.logits = shape.rank == 2 and shape[1] != 1
-        self.supports_targets = self.logits
+        self._one_column = shape.rank == 2 and shape[1] == 1  # (N, 1): class 0 is that score, as on torch
+        self.supports_targets = self.logits or self._one_column
         self._num_classes = num_classes if num_classes is not None else (
             int(shape[1]) if self.logits and shape[1] is not None else None)
         xs = self.x.shape
@@ -531,9 +532,10 @@ class TF1Adapter:
                               "explained scalar in your graph and pass it as y.")
         idx = targets.indices
         if not self.logits:
-            if idx is not None:
+            if idx is not None and not (self._one_column and not idx.any()):
                 raise TargetError(f"y ({self.y.name}) is one scalar per example, so the target must be "
-                                  f"None; pass logits (N, classes) as y to choose a class.")
+                                  f"None{' or 0' if self._one_column else ''}; pass logits (N, classes) as y "
+                                  f"to choose a class.")
             return
         if idx is None:
             raise TargetError(f"y ({self.y.name}) holds logits of shape {self.y.shape}; give a target class.")

@@ -88,7 +88,8 @@ class SmoothGrad(Method):
     seed : int, numpy Generator or RandomState (the same seed gives the same map).
     noise : where the noise is drawn. "host": numpy's generator, the same numbers on every
         device (one input reproduces upstream's draws). "auto" (default): the same, except when
-        the backend keeps the work on an accelerator (a torch model on a GPU) and the base
+        the backend keeps the work on its device (a torch model on a GPU, or any torch model with
+        the backend option ``device_arrays=True``) and the base
         method takes device arrays (gradients, Guided Backprop): then the backend's own
         generator draws it there, seeded from ``seed`` -- the same seed gives the same map on
         that device, but not the numbers a CPU run draws.

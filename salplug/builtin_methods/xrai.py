@@ -109,6 +109,11 @@ def parse_base_attribution(ctx, value, x: np.ndarray) -> np.ndarray:
         out = ctx.as_canonical(value, x, "base_attribution")
         return np.broadcast_to(out, x.shape).astype(np.float64)
     arr = _to_numpy(value)
+    if arr.ndim == 3 and arr.shape == (n, h, w) and arr.shape == _sample_shape(ctx, x):
+        raise ParameterError(
+            f"base_attribution of shape {arr.shape} is ambiguous: one sample in the input's layout, or "
+            f"one (H, W) map per image of the {n}. Give one sample with a batch axis (shape "
+            f"{(1, *arr.shape)}), or one map per image with a channel axis of 1.")
     if arr.ndim == 2 or (arr.ndim == 3 and arr.shape == (n, h, w)):
         if arr.shape[-2:] != (h, w):
             raise ParameterError(f"base_attribution of shape {arr.shape} does not fit images of size {(h, w)}.")
@@ -119,6 +124,15 @@ def parse_base_attribution(ctx, value, x: np.ndarray) -> np.ndarray:
         return np.broadcast_to(arr.astype(np.float64), (len(x), h, w))
     out = ctx.as_canonical(value, x, "base_attribution")
     return np.broadcast_to(out, x.shape).astype(np.float64)
+
+
+def _sample_shape(ctx, x: np.ndarray) -> tuple[int, ...] | None:
+    """One sample's shape in the caller's image layout (None when it is not NHWC/NCHW)."""
+    layout = getattr(ctx.input_info, "layout", None)
+    if x.ndim != 4 or layout not in ("NHWC", "HWC", "NCHW", "CHW"):
+        return None
+    h, w, c = x.shape[1:]
+    return (c, h, w) if layout in ("NCHW", "CHW") else (h, w, c)
 
 
 def make_baselines(ctx, baselines, x: np.ndarray) -> np.ndarray:
@@ -148,7 +162,8 @@ class XRAI(Method):
         an integer label image (H, W), or a list with one of these per image; custom
         segments are used as given.
     base_attribution : skip IG and rank this attribution ((H, W), (N, H, W), or in the
-        input's layout with channels).
+        input's layout with channels; a shape that is both (N, H, W) and one sample, as (3, H, W)
+        for 3 CHW images, is refused as ambiguous).
     steps : IG steps per baseline.
     area_threshold : 'full' stops once more than this fraction of the image is covered; the
         rest becomes one region. In (0, 1].
