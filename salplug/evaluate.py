@@ -580,8 +580,8 @@ def evaluate(model: Any, images: Any, methods: Any = DEFAULT_METHODS, metrics: A
     -------
     EvaluationResult (``print(result.table())``).
     """
-    from .api import (DEFAULT_BATCH_SIZE, check_progress, create_adapter, load_method, resolve_params,
-                      resolve_targets, run_method)
+    from .api import (DEFAULT_BATCH_SIZE, check_progress, create_adapter, load_method, method_parameters,
+                      resolve_params, resolve_targets, run_method)
     from .metrics.base import MetricContext, are_probabilities
     from .plugins import get_host
     from .types import Targets
@@ -652,6 +652,8 @@ def evaluate(model: Any, images: Any, methods: Any = DEFAULT_METHODS, metrics: A
     plan_methods = []
     for label, name, params in method_specs:
         method = load_method(host, name, adapter)
+        if "seed" in method_parameters(method)[0] and "seed" not in params:  # as a config run does
+            params = {**params, "seed": int(seed)}
         full = resolve_params(method, params)
         if hasattr(method, "check"):
             call_plugin(host.methods.get(method.name), "checking the parameters (its check())", method.check,

@@ -120,7 +120,8 @@ class PIC(Metric):
             samples = tqdm(samples, desc="pic: blurring", unit="image", leave=False)
         for i in samples:
             img = to_uint8(x[i][..., 0] if gray else x[i])
-            key = ("pic", img.tobytes(), float(fraction), int(ctx.seed))
+            # keyed on the float image the mask is drawn from (two can share one 8-bit form)
+            key = ("pic", np.ascontiguousarray(x[i]).tobytes(), float(fraction), int(ctx.seed))
             if key not in ctx.cache:
                 mask = generate_random_mask(h, w, fraction=fraction, seed=sample_rng(ctx.seed, x[i], "pic-mask"))
                 blurred = create_blurred_image(full_img=img, pixel_mask=mask)
