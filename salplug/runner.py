@@ -28,7 +28,8 @@ from urllib.parse import quote
 import numpy as np
 
 from .config import BUILTIN_MODELS, Config, ConfigError, Explanation, Preprocessing
-from .errors import CapabilityError, LayerError, PluginError, SalplugError, TargetError, closest, model_failure
+from .errors import (CapabilityError, InputError, LayerError, ParameterError, PluginError, SalplugError, TargetError,
+                     closest, model_failure)
 from .outputs import Staging, check_destination
 
 __all__ = ["IMAGE_EXTENSIONS", "LoadedModel", "RunResult", "SAMPLE_IMAGES", "load_model", "load_sample_image",
@@ -488,9 +489,22 @@ def visualizer_failure(where: str, exc: Exception) -> PluginError:
 def _render(name: str, values: np.ndarray, shown: np.ndarray, host: Any) -> np.ndarray:
     from .visualizers import render
 
+    if shown is not None and values.ndim >= 2 and values.shape[:2] != shown.shape[:2]:
+        shown = _photo_at(shown, values.shape[:2])  # a map of a layer's size (Grad-CAM, should_resize = false)
     if name == "regions" and "regions" not in host.visualizers:
         return regions(values, shown)
     return render(name, values, image=shown, host=host)  # every visualizer gets the photo (it may ignore it)
+
+
+def _photo_at(photo: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The photo resized (bilinear) to the map's (H, W), as uint8, to be drawn under it."""
+    from PIL import Image
+
+    from .visualizers import to_uint8
+
+    pixels = photo if photo.dtype == np.uint8 else to_uint8(photo)
+    image = Image.fromarray(pixels[..., 0] if pixels.ndim == 3 and pixels.shape[-1] == 1 else pixels)
+    return np.asarray(image.resize((int(size[1]), int(size[0])), Image.BILINEAR))
 
 
 def _grid(path: Path, title: str, tiles: list[tuple[str, np.ndarray]], columns: int = 4) -> None:
@@ -722,10 +736,19 @@ def plan_run(config: Config, *, host: Any = None, quiet: bool = False, source: s
         prepared = [loaded.preprocess(img.pixels, img.name) for img in images]
     except ConfigError as exc:
         raise ConfigError(str(exc), source) from None
-    try:
-        canonical0, info0 = adapter.to_canonical(prepared[0][0][None], "NHWC")
-    except SalplugError as exc:
-        raise fail("model.preprocessing", f"the model cannot take the prepared photos: {exc}") from None
+    # one prepared photo of each size: the checks below see every size the run will (photos of
+    # several sizes when no preprocessing.size evens them)
+    by_size: dict[tuple, tuple[str, Any, Any]] = {}
+    for img, (pixels, *_) in zip(images, prepared):
+        if pixels.shape not in by_size:
+            where_photo = f" (photo {img.name!r}, {pixels.shape[0]}x{pixels.shape[1]})" if by_size else ""
+            try:
+                canonical, info = adapter.to_canonical(pixels[None], "NHWC")
+            except SalplugError as exc:
+                raise fail("model.preprocessing",
+                           f"the model cannot take the prepared photos{where_photo}: {exc}") from None
+            by_size[pixels.shape] = (img.name, canonical, info)
+    several = len(by_size) > 1
     if config.model.layer is not None:
         try:
             adapter.check_layer(loaded.backend_layer(config.model.layer))
@@ -755,10 +778,16 @@ def plan_run(config: Config, *, host: Any = None, quiet: bool = False, source: s
                     adapter.check_layer(full["layer"])
                 except LayerError as exc:
                     raise fail("model.layer" if "layer" not in exp.params else f"{where}.params.layer", exc) from None
-            if hasattr(method, "check"):
-                ctx = Context(adapter, host, explainer.batch_size, False, info0)
-                call_plugin(host.methods.get(method.name), "checking the parameters (its check())", method.check,
-                            ctx, canonical0, Targets.none(), **full)
+            for name, canonical, info in by_size.values() if hasattr(method, "check") else ():
+                ctx = Context(adapter, host, explainer.batch_size, False, info)
+                try:
+                    call_plugin(host.methods.get(method.name), "checking the parameters (its check())",
+                                method.check, ctx, canonical, Targets.none(), **full)
+                except (ParameterError, InputError) as exc:
+                    if not several:
+                        raise
+                    h, w = canonical.shape[1:3]
+                    raise type(exc)(f"for photo {name!r} ({h}x{w}): {exc}") from None
         except ConfigError:
             raise
         except PluginError as exc:

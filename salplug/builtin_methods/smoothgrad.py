@@ -14,8 +14,8 @@ import numbers
 
 import numpy as np
 
-from ..api import load_method, resolve_params
-from ..errors import InputError, ParameterError
+from ..api import load_method, method_parameters, resolve_params
+from ..errors import InputError, ParameterError, did_you_mean
 from ..hookspecs import hookimpl
 from ..types import Method, MethodOutput
 from .integrated_gradients import check_steps
@@ -85,7 +85,8 @@ class SmoothGrad(Method):
     stdev_spread : noise level relative to each input's value range.
     stdev : absolute noise level (overrides stdev_spread).
     mode : "mean", "squared" or "vargrad".
-    seed : int, numpy Generator or RandomState (the same seed gives the same map).
+    seed : int, numpy Generator or RandomState (the same seed gives the same map). A base
+        method with a ``seed`` parameter not given gets one drawn from it.
     noise : where the noise is drawn. "host": numpy's generator, the same numbers on every
         device (one input reproduces upstream's draws). "auto" (default): the same, except when
         the backend keeps the work on its device (a torch model on a GPU, or any torch model with
@@ -102,6 +103,14 @@ class SmoothGrad(Method):
         method = load_method(ctx.host, base, ctx.adapter)
         if isinstance(method, SmoothGrad) or method.name == self.name:  # aliases included
             raise ParameterError(f"SmoothGrad cannot smooth itself (base={base!r}); choose another base method.")
+        accepted, var_kw = method_parameters(method)
+        for key in kwargs:  # a keyword neither SmoothGrad nor its base takes: name both
+            if not var_kw and key not in accepted:
+                own = [k for k in method_parameters(self)[0] if k != "base_params"]
+                raise ParameterError(
+                    f"Method 'smoothgrad' has no parameter {key!r}, and neither has its base {method.name!r}."
+                    f"{did_you_mean(key, [*own, *accepted])} SmoothGrad takes: {', '.join(own)}; "
+                    f"{method.name!r} takes: {', '.join(accepted) or 'none'}.")
         return method, resolve_params(method, {**(base_params or {}), **kwargs})
 
     def check(self, ctx, x, targets, *, base="gradients", nsamples=25, stdev_spread=0.15, stdev=None,
@@ -142,6 +151,9 @@ class SmoothGrad(Method):
         else:
             noises = rng.standard_normal(noise_shape)
             noises_d = ctx.to_device(noises.astype(np.float32)) if device else None
+        if seed is not None and "seed" in params and "seed" not in {**(base_params or {}), **kwargs}:
+            # a seeded base (RISE, random) is seeded too: drawn after the noise, whose draws stay upstream's
+            params = {**params, "seed": _derive_seed(rng)}
         if device:
             x_d, sigma_d = ctx.to_device(x), ctx.to_device(sigma.astype(np.float32))
         for rows in ctx.chunks(n * nsamples, f"smoothgrad({method.name})"):
