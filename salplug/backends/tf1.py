@@ -167,6 +167,7 @@ class _View:
     def __init__(self, graph: Any, session: Any, copy: bool, guided: bool = False,
                  variables: tuple[tuple[str, str], ...] = (), source: Any = None) -> None:
         self.graph, self.session, self.copy, self.guided = graph, session, copy, guided
+        self.ran = False  # whether self.session has run the graph (a copy's then needs a new one to grow)
         self.relus = relu_counts(graph) if guided else ReluCounts()
         self.variables = variables
         self.source = weakref.ref(source) if source is not None else None
@@ -187,6 +188,7 @@ class _View:
                     held[id(self)] = values
             feed = {**{self.graph.get_tensor_by_name(ph): v for (ph, _), v in zip(self.variables, values)},
                     **feed}
+        self.ran = True
         return self.session.run(fetches, feed_dict=feed)
 
     def tensor(self, t: Any) -> Any:
@@ -220,6 +222,12 @@ class _View:
                 tensors = build()
             names = tuple(t.name for t in tensors)
             table[key] = names
+            if self.copy and self.ran:
+                # a gradient through a while loop adds outputs to the loop's op, which a session
+                # that has run it cannot take; the copy holds no state (its variables are fed), so
+                # a new session on it runs old and new ops alike
+                self.session = v1.Session(graph=self.graph, config=getattr(self.session, "_config", None))
+                self.ran = False
         return [self.graph.get_tensor_by_name(n) for n in names]
 
 

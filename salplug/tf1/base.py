@@ -86,12 +86,16 @@ class TF1CoreSaliency(TF1Saliency):
             raise ValueError(X_SHAPE_ERROR_MESSAGE.format(expected, outer))
 
     def _validate(self, kwargs):
-        """Hook: the shape check GetMask runs for ``kwargs`` (none by default)."""
+        """Hook: the shape check GetMask runs for ``kwargs``. By default (``batch_size`` counts noisy
+        copies per run) a scalar ``y``, which explains row 0 only, takes one copy per run."""
+        if self.y.shape.rank == 0 and kwargs.get("batch_size", 1) != 1:
+            kwargs["batch_size"] = 1
 
     def GetSmoothedMask(self, x_value, feed_dict=None, stdev_spread=.15, nsamples=25, magnitude=True, **kwargs):
         """SmoothGrad of the core method (salplug's ``smoothgrad``, noise from NumPy's global state)."""
         if "GetMask" in vars(self) or self.core_instance is None or type(self).GetMask is not _declared_get_mask(self):
             return super().GetSmoothedMask(x_value, feed_dict, stdev_spread, nsamples, magnitude, **kwargs)
+        kwargs = dict(kwargs)
         self._validate(kwargs)
         return self.core_instance.GetSmoothedMask(x_value, self.call_model_function, call_model_args=feed_dict,
                                                   stdev_spread=stdev_spread, nsamples=nsamples,

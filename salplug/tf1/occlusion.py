@@ -18,6 +18,7 @@ class Occlusion(TF1CoreSaliency):
         self.core_instance = core_occlusion.Occlusion()
 
     def GetMask(self, x_value, feed_dict=None, size=15, value=0, batch_size=1):
-        """Occlusion map of one image; ``batch_size`` (a salplug addition) windows per session.run."""
+        """Occlusion map of one image; ``batch_size`` (a salplug addition) windows per session.run
+        (1 when ``y`` is a scalar, which scores one row)."""
         return self.core_instance.GetMask(x_value, self.call_model_function, call_model_args=feed_dict,
-                                          size=size, value=value, batch_size=batch_size)
+                                          size=size, value=value, batch_size=1 if self.y.shape.rank == 0 else batch_size)

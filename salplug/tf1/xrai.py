@@ -22,6 +22,10 @@ class XRAI(TF1CoreSaliency):
         steps = (XRAIParameters() if extra_parameters is None else extra_parameters).steps
         self.validate_xy_tensor_shape(steps, batch_size)
 
+    def _validate(self, kwargs):
+        """GetSmoothedMask runs GetMask's check (``batch_size``: IG points per run, as upstream)."""
+        self._check(kwargs.get("batch_size", 1), kwargs.get("extra_parameters"))
+
     def GetMask(self, x_value, feed_dict=None, baselines=None, segments=None, base_attribution=None,
                 batch_size=1, extra_parameters=None):
         """The XRAI map of one input; see salplug.core.XRAI.GetMaskWithDetails."""

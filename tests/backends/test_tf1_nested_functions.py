@@ -105,3 +105,32 @@ def test_a_function_that_cannot_be_inlined_is_refused_when_it_holds_a_loop(monke
     plain, _ = nested_graph(loop=False)  # without a loop, TensorFlow's own gradient is right
     np.testing.assert_allclose(salplug.explain(plain, XS, "gradients", target=1).values,
                                expected_gradient(False)[0], rtol=1e-5, atol=1e-6)
+
+
+def conv_loop_model():
+    """y = mean(loop(conv(x))): a while loop after a conv layer, the session already run."""
+    graph = tf.Graph()
+    with graph.as_default():
+        x = v1.placeholder(tf.float32, [None, 6, 5, 3], name="x")
+        w = v1.get_variable("w", initializer=np.random.RandomState(0).normal(size=(3, 3, 3, 4)).astype(np.float32))
+        conv = tf.nn.conv2d(x, w, 1, "SAME")
+        _, h = tf.while_loop(lambda i, a: i < 2, lambda i, a: (i + 1, tf.nn.relu(a) * 0.9 + 0.1 * a),
+                             [tf.constant(0), conv])
+        y = tf.reduce_mean(h, [1, 2, 3])
+        session = v1.Session(graph=graph)
+        session.run(v1.global_variables_initializer())
+    images = np.random.RandomState(1).uniform(size=(2, 6, 5, 3)).astype(np.float32)
+    session.run(y, {x: images})
+    return TF1Model(graph, session, x, y, conv_layer=conv), images
+
+
+def test_a_while_loop_copy_takes_a_second_gradient_after_its_session_ran():
+    # each new gradient adds outputs to the copied loop's op: the copy's session is renewed
+    model, images = conv_loop_model()
+    gradients = salplug.explain(model, images, "gradients").values
+    cam = salplug.explain(model, images, "grad_cam").values
+    np.testing.assert_array_equal(salplug.explain(model, images, "gradients").values, gradients)
+    fresh, _ = conv_loop_model()  # the other order on a fresh graph gives the same maps
+    np.testing.assert_allclose(salplug.explain(fresh, images, "grad_cam").values, cam, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(salplug.explain(fresh, images, "gradients").values, gradients, rtol=1e-6, atol=1e-7)
+    assert np.abs(cam).max() > 0 and np.abs(gradients).max() > 0

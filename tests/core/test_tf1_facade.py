@@ -219,3 +219,32 @@ def test_upstream_errors_of_the_call_model_function():
     no_y = sp.create_tf1_call_model_function(g["graph"], g["sess"], None, g["x"])
     with pytest.raises(RuntimeError, match="Cannot return key INPUT_OUTPUT_GRADIENTS because no y"):
         no_y(image()[None], expected_keys=[sp.INPUT_OUTPUT_GRADIENTS])
+
+
+def test_a_scalar_y_smooths_one_noisy_copy_per_run_whatever_the_batch_size():
+    # y = logits[0][k] scores row 0 only: several copies per run gave ~1/batch_size of the map
+    tf = pytest.importorskip("tensorflow")
+    import salplug.tf1 as sp_tf1
+
+    v1 = tf.compat.v1
+    r = np.random.RandomState(0)
+    g = tf.Graph()
+    with g.as_default():
+        x = v1.placeholder(tf.float32, [None, 8, 8, 3])
+        conv = tf.nn.conv2d(x, r.normal(size=(3, 3, 3, 4)).astype(np.float32), 1, "SAME")
+        logits = tf.matmul(tf.reduce_mean(tf.nn.relu(conv), [1, 2]), r.normal(size=(4, 5)).astype(np.float32))
+        y = logits[0][2]
+        sess = v1.Session(graph=g)
+    img = r.uniform(size=(8, 8, 3)).astype(np.float32)
+    for obj, kw in [(sp_tf1.GradientSaliency(g, sess, y, x), {}), (sp_tf1.GradCam(g, sess, y, x, conv), {}),
+                    (sp_tf1.GuidedIG(g, sess, y, x), {"x_steps": 4}), (sp_tf1.Occlusion(g, sess, y, x), {"size": 3})]:
+        np.random.seed(0)
+        one = obj.GetSmoothedMask(img, nsamples=6, **kw)
+        np.random.seed(0)
+        np.testing.assert_allclose(obj.GetSmoothedMask(img, nsamples=6, batch_size=3, **kw), one, rtol=1e-5, atol=1e-7)
+    occlusion = sp_tf1.Occlusion(g, sess, y, x)
+    np.testing.assert_allclose(occlusion.GetMask(img, size=3, batch_size=4), occlusion.GetMask(img, size=3), rtol=1e-5,
+                               atol=1e-7)
+    with pytest.raises(ValueError, match="Unexpected shape for y tensor"):  # as upstream's GetMask check
+        sp_tf1.XRAI(g, sess, y, x).GetSmoothedMask(img, nsamples=2, batch_size=3,
+                                                   extra_parameters=sp_tf1.XRAIParameters(steps=3))
