@@ -29,6 +29,7 @@ batch for functional models; the rank and last axis for Sequential ones, as Kera
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import re
@@ -65,8 +66,25 @@ __all__ = ["TF2Adapter", "is_keras_layer", "keras_layers"]
 
 _KERAS_PACKAGES = ("keras", "tf_keras")
 _CONV2D = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D")
-# model -> {key: _Step}; traced steps live as long as the model does.
+# model -> {key: _Step}; traced steps live as long as the model does (the latest few per model).
 _TRACES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_STEPS_KEPT = 32  # traced steps kept per model (or per target callable): one per input size, kind, ...
+
+
+class _Steps(collections.OrderedDict):
+    """The latest ``_STEPS_KEPT`` steps by key: a model explained at ever new image sizes keeps
+    one traced graph per size (about 2 MB each), so the oldest go."""
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        if key in self:
+            self.move_to_end(key)
+            return self[key]
+        return default
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        super().__setitem__(key, value)
+        while len(self) > _STEPS_KEPT:
+            self.popitem(last=False)
 
 
 # -- Keras helpers (no import: a Keras model means Keras is already in sys.modules) --------
@@ -519,12 +537,15 @@ class TF2Adapter:
         self._explicit_compile = compile is True
         self._model_ref, weak = _weak(model)
         shared = weak and (output is None or isinstance(output, (int, str)))
-        self._steps: dict[Any, _Step] = {}
+        self._steps: dict[Any, _Step] = _Steps()
+        # target callable -> its traced steps, gone with the callable (keyed by id, a freed
+        # callable's address reused by a new one gave it the old one's graph: another class)
+        self._fn_steps: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         if shared:
             try:
-                self._steps = _TRACES.setdefault(model, {})
+                self._steps = _TRACES.setdefault(model, _Steps())
             except TypeError:  # unhashable model
-                self._steps = {}
+                pass
 
     # -- conversion ------------------------------------------------------------------------
     def to_canonical(self, x: Any, layout: str | None = None) -> tuple[np.ndarray, InputInfo]:
@@ -591,9 +612,7 @@ class TF2Adapter:
         has_idx = targets.indices is not None
         key = (kind, compiled, x.shape[1:], has_idx, self.output if isinstance(self.output, (int, str)) else None,
                id(layer) if layer is not None else None, layer_name)
-        store = self._steps if fn is None else self.__dict__.setdefault("_fn_steps", {})
-        if fn is not None:
-            key = (*key, id(fn))
+        store = self._steps if fn is None else self._steps_of(fn, compiled)
         step = store.get(key)
         if step is not None:
             return step
@@ -624,6 +643,16 @@ class TF2Adapter:
             step = _Step(concrete, meta)
         store[key] = step
         return step
+
+    def _steps_of(self, fn: Callable[[Any], Any], compiled: bool) -> dict[Any, _Step]:
+        """The cache for target callable ``fn``'s traced steps; a fresh one (nothing kept) for an
+        eager step (cheap to build, and it holds ``fn``) or a callable without weak references."""
+        if not compiled:
+            return {}
+        try:
+            return self._fn_steps.setdefault(fn, _Steps())
+        except TypeError:
+            return {}
 
     def _run(self, kind: str, x: np.ndarray, targets: Targets, layer: Any = None,
              layer_name: Any = None) -> Any:

@@ -421,3 +421,32 @@ def test_warnings_are_not_raised_for_a_relu_model():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         salplug.explain(small_cnn(seed=17), rand(1, 8, 8, 3), "guided_backprop", target=0)
+
+
+def test_a_reused_explainer_explains_each_target_callables_own_class():
+    # traced steps were cached under id(fn): a freed callable's address, reused by the next one,
+    # gave it the old callable's graph (another class), and every callable stayed cached
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((4,))
+    model = keras.Model(inp, keras.layers.Dense(3)(keras.layers.ReLU()(inp)))
+    x = np.array([[0.5, 1.0, 1.5, 2.0]], np.float32)
+    ref = {k: salplug.explain(model, x, "guided_backprop", target=k).values for k in (0, 2)}
+    explainer = salplug.Explainer(model, "tf2")
+    for i in range(20):
+        k = (0, 2)[i % 2]
+        fn = (lambda k: (lambda out: out[:, k]))(k)
+        np.testing.assert_allclose(explainer.explain(x, "guided_backprop", target=fn).values, ref[k], rtol=1e-6)
+        del fn
+    assert len(explainer.adapter._fn_steps) == 0  # gone with their callables
+
+
+def test_traced_steps_per_model_are_bounded():
+    from salplug.backends import tf2 as tf2_backend
+
+    inp = keras.Input((None, None, 3))
+    h = keras.layers.Conv2D(2, 3, padding="same", activation="relu")(inp)
+    model = keras.Model(inp, keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(h)))
+    explainer = salplug.Explainer(model, "tf2")
+    for size in range(4, 4 + tf2_backend._STEPS_KEPT + 3):
+        explainer.explain(np.ones((1, size, size, 3), np.float32), "guided_backprop", target=1)
+    assert len(tf2_backend._TRACES[model]) == tf2_backend._STEPS_KEPT
