@@ -395,3 +395,35 @@ def test_tf1_guided_backprop_equals_upstream_without_files(tf1_graph, tmp_path, 
     np.random.seed(5)
     smoothed = gbp.GetSmoothedMask(x, feed_dict=feed, nsamples=3)
     assert smoothed.shape == x.shape and np.isfinite(smoothed).all()
+
+
+def test_pic_curves_of_erratic_predictions_and_their_aggregates_equal_upstream(trapz_shim):
+    # predictions that rise and fall as pixels are revealed (keep_monotonous matters), three
+    # different curves (mean and median differ), and a min_pred_value equal to the original's
+    import zlib
+
+    img = pic_image()
+    mask = sp_pic.generate_random_mask(48, 64, fraction=0.02, seed=0)
+    truth = img.astype(np.float64)
+
+    def pred(batch):
+        if np.array_equal(batch[0], img):
+            return [1.0]
+        jitter = zlib.crc32(np.ascontiguousarray(batch[0]).tobytes()) / 2**32
+        return [float(0.9 * jitter * np.exp(-np.abs(batch[0] - truth).mean() / 20.0))]
+
+    kwargs = {"saliency_thresholds": [0.05, 0.2, 0.5], "min_pred_value": 1.0, "num_data_points": 50}
+    maps = [np.random.default_rng(10 + k).random((48, 64)) for k in range(3)]
+    ours = [sp_pic.compute_pic_metric(img, m, mask, pred, **kwargs) for m in maps]
+    theirs = [up_pic.compute_pic_metric(img, m, mask, pred, **kwargs) for m in maps]
+    for a, b in zip(ours, theirs):  # keep_monotonous (the default) made them monotonous alike
+        np.testing.assert_allclose(a.curve_y, b.curve_y, rtol=1e-12)
+    erratic = sp_pic.compute_pic_metric(img, maps[0], mask, pred, keep_monotonous=False, **kwargs)
+    assert (np.diff(erratic.curve_y) < 0).any()  # without it the curve does fall somewhere
+    for method in ("mean", "median"):
+        agg = sp_pic.aggregate_individual_pic_results(ours, method=method)
+        ref = up_pic.aggregate_individual_pic_results(theirs, method=method)
+        np.testing.assert_allclose(agg.curve_y, ref.curve_y, rtol=1e-12)
+        assert agg.auc == pytest.approx(ref.auc, rel=1e-12)
+    mean = sp_pic.aggregate_individual_pic_results(ours, method="mean").curve_y
+    assert not np.allclose(mean, sp_pic.aggregate_individual_pic_results(ours, method="median").curve_y)
