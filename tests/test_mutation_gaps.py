@@ -106,3 +106,27 @@ def test_a_method_writing_into_its_input_leaves_the_callers_array_alone():
     kept = images.copy()
     salplug.explain(model, images, "scribbler", target=0, host=host)
     np.testing.assert_array_equal(images, kept)
+
+
+def test_pic_information_beyond_the_originals_counts_as_all_of_it():
+    from salplug.metrics.pic import pic_curve
+
+    # a partly revealed image that encodes larger than the original: information 1.5 is clipped to 1
+    above = pic_curve([100.0, 0.0, 10.0, 150.0], [1.0, 0.0, 0.5, 0.6], num_data_points=10, min_pred_value=0.5)
+    at = pic_curve([100.0, 0.0, 10.0, 100.0], [1.0, 0.0, 0.5, 0.6], num_data_points=10, min_pred_value=0.5)
+    np.testing.assert_array_equal(above[1], at[1])
+    assert above[2] == at[2]
+
+
+def test_deletion_auc_is_taken_over_the_fractions_of_pixels_actually_deleted():
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                                torch.nn.Flatten(), torch.nn.Linear(4, 3)).eval()
+    x = np.random.default_rng(0).uniform(0, 1, (1, 7, 7, 3)).astype(np.float32)  # 49 pixels, 20 steps
+    result = salplug.evaluate(model, x, ["gradients"], [("deletion", {"steps": 20})], target=1,
+                              include_random=False, progress=False)
+    res = next(iter(result.results.values()))
+    curve = res.curves["deletion"]
+    np.testing.assert_array_equal(curve.x, np.round(np.arange(21) * 49 / 20) / 49)
+    assert res.scores["deletion"][0] == pytest.approx(np.trapezoid(curve.y[0], curve.x), rel=1e-12)
