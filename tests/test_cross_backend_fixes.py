@@ -55,3 +55,16 @@ def test_tf1_one_column_y_takes_target_zero_as_torch_does():
     np.testing.assert_array_equal(salplug.explain(model, xs, "gradients", target=[0, 0, 0]).values, expected)
     with pytest.raises(TargetError, match="must be None or 0"):
         salplug.explain(model, xs, "gradients", target=1)
+
+
+def test_xrai_takes_one_grayscale_chw_base_attribution_for_one_image():
+    # one image with one channel: both readings of (1, H, W) are the same map, nothing to refuse
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(2, 3)).eval()
+    rng = np.random.default_rng(0)
+    attribution = rng.normal(size=(1, 16, 16)).astype(np.float32)
+    image = torch.rand(1, 1, 16, 16)
+    batched = salplug.explain(model, image, "xrai", target=0, base_attribution=attribution, layout="NCHW").canonical
+    single = salplug.explain(model, image[0], "xrai", target=0, base_attribution=attribution, layout="CHW").canonical
+    np.testing.assert_array_equal(batched, single)

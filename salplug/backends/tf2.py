@@ -76,10 +76,12 @@ class _Steps(collections.OrderedDict):
     one traced graph per size (about 2 MB each), so the oldest go."""
 
     def get(self, key: Any, default: Any = None) -> Any:
-        if key in self:
+        try:
+            value = self[key]
             self.move_to_end(key)
-            return self[key]
-        return default
+        except KeyError:  # absent, or evicted by another thread meanwhile
+            return default
+        return value
 
     def __setitem__(self, key: Any, value: Any) -> None:
         super().__setitem__(key, value)

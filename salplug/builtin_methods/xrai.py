@@ -109,7 +109,7 @@ def parse_base_attribution(ctx, value, x: np.ndarray) -> np.ndarray:
         out = ctx.as_canonical(value, x, "base_attribution")
         return np.broadcast_to(out, x.shape).astype(np.float64)
     arr = _to_numpy(value)
-    if arr.ndim == 3 and arr.shape == (n, h, w) and arr.shape == _sample_shape(ctx, x):
+    if n > 1 and arr.ndim == 3 and arr.shape == (n, h, w) and arr.shape == _sample_shape(ctx, x):
         raise ParameterError(
             f"base_attribution of shape {arr.shape} is ambiguous: one sample in the input's layout, or "
             f"one (H, W) map per image of the {n}. Give one sample with a batch axis (shape "
