@@ -19,6 +19,17 @@ def host():
     return salplug.get_plugin_manager(autoload=False, blocked=[], strict=False)
 
 
+def host_with_method(name: str, method_class):
+    """A plugin host with the built-ins and ``method_class`` registered as ``name``."""
+
+    class Plugin:
+        @salplug.hookimpl
+        def register_methods(self, register):
+            register(name, method_class, requires=method_class.requires)
+
+    return salplug.get_plugin_manager(autoload=False, plugins={"p": Plugin()})
+
+
 @pytest.fixture(autouse=True)
 def _isolated_default_host(monkeypatch):
     """Each test builds its own default host too (salplug.explain without host=)."""

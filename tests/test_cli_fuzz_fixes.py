@@ -7,6 +7,7 @@ import pytest
 
 import salplug
 from salplug.errors import ParameterError
+from conftest import host_with_method
 from test_config import _photo, assert_clean_failure, run_cli
 
 torch = pytest.importorskip("torch")
@@ -93,12 +94,7 @@ def test_smoothgrad_seeds_a_base_whose_seed_was_left_at_none():
             seen.append(seed)
             return np.random.default_rng(seed).random(x.shape).astype(np.float32)
 
-    class Plugin:
-        @salplug.hookimpl
-        def register_methods(self, register):
-            register("noisy", Noisy, requires=Noisy.requires)
-
-    host = salplug.get_plugin_manager(autoload=False, plugins={"p": Plugin()})
+    host = host_with_method("noisy", Noisy)
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3), torch.nn.Flatten(), torch.nn.LazyLinear(3))
     x = torch.rand(1, 3, 8, 8)
 

@@ -39,12 +39,17 @@ metrics = [{{ metric = "deletion", params = {{ steps = 4 }} }}]
 """
 
 
-@pytest.fixture
-def project(tmp_path, monkeypatch):
+def make_project(tmp_path, monkeypatch):
+    """The tiny torch model and one photo in ``tmp_path``, made the working folder."""
     (tmp_path / "tiny_model.py").write_text(TINY_MODEL)
     _photo(tmp_path / "a.png", 0)
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    return make_project(tmp_path, monkeypatch)
 
 
 def config(folder, *, method="gradients", model="", explanation="", outputs="", evaluation="", out="out",

@@ -8,7 +8,7 @@ import saliency.core as up
 
 import salplug
 import salplug.core as sp
-from conftest import make_cnn
+from conftest import host_with_method, make_cnn
 from salplug.metrics.base import softmax
 
 
@@ -95,12 +95,7 @@ def test_a_method_writing_into_its_input_leaves_the_callers_array_alone():
             x[...] = 0  # canonical x is salplug's own copy
             return np.ones(x.shape, np.float32)
 
-    class Plugin:
-        @salplug.hookimpl
-        def register_methods(self, register):
-            register("scribbler", Scribbler, requires=Scribbler.requires)
-
-    host = salplug.get_plugin_manager(autoload=False, plugins={"p": Plugin()})
+    host = host_with_method("scribbler", Scribbler)
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3), torch.nn.Flatten(), torch.nn.LazyLinear(3))
     images = np.random.default_rng(0).random((2, 8, 8, 3)).astype(np.float32)  # NHWC: canonical as it is
     kept = images.copy()

@@ -14,8 +14,8 @@ from salplug.evaluate import EvaluationResult
 from salplug.errors import ModelOutputError, ParameterError, PluginError, PluginLoadWarning
 from salplug.metrics.base import Metric
 from salplug.outputs import MARKER, check_destination
-from test_config import TINY_MODEL, _photo, assert_clean_failure, run_cli
-from test_hunt_cli_fixes import config, plugin_module, use_host
+from test_config import assert_clean_failure, run_cli
+from test_hunt_cli_fixes import config, make_project, plugin_module, use_host
 
 torch = pytest.importorskip("torch")
 
@@ -23,10 +23,7 @@ torch = pytest.importorskip("torch")
 @pytest.fixture
 def project(tmp_path, monkeypatch):
     """The tiny torch model and one photo; the working folder."""
-    (tmp_path / "tiny_model.py").write_text(TINY_MODEL)
-    _photo(tmp_path / "a.png", 0)
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
+    return make_project(tmp_path, monkeypatch)
 
 
 def _no_staging_left(folder):
